@@ -1,0 +1,1 @@
+"""bitlut: the command line and what every package shares (user errors, atomic writes)."""

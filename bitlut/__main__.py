@@ -1,0 +1,5 @@
+import sys
+
+from bitlut.cli import main
+
+sys.exit(main())

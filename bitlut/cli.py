@@ -1,0 +1,77 @@
+"""The `bitlut` command.
+
+Each package contributes its subcommands through a `<package>/cli.py` module with a
+`register(subparsers)` function. Those modules must stay cheap to import (no torch, no amaranth at
+module level): heavy imports go inside the command functions, so `bitlut --help` is instant.
+A command function takes the parsed `args` and returns an exit code (None means 0).
+"""
+
+import argparse
+import importlib
+import sys
+
+from bitlut.errors import UserError
+
+# Packages that add subcommands, in the order `bitlut --help` lists them.
+COMMAND_MODULES = ["arch.cli", "quant.cli", "compiler.cli", "sim.cli", "rtl.cli", "reports.cli"]
+
+# Commands the README and Makefile name before the issue that builds them has landed.
+PLANNED = {
+    "sim": "simulate a quantized layer on an accelerator config",
+    "verilog": "Verilog for FPGA and a synthesis report",
+    "dse": "design-space exploration sweep",
+}
+
+
+def _not_yet(name):
+    def run(args):
+        print(f"bitlut {name}: not yet available in this version of bitlut")
+        return 0
+    return run
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="bitlut",
+        description="Co-design toolkit for low-bit LLM inference accelerators.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for errors instead of one-line messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    for name, help_text in PLANNED.items():
+        if name not in sub.choices:
+            p = sub.add_parser(name, help=f"{help_text} (not yet available)")
+            p.set_defaults(func=_not_yet(name), accepts_extra=True)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"bitlut: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bitlut: interrupted", file=sys.stderr)
+        return 130
+    return 0 if code is None else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""bitlut quant."""
