@@ -2,8 +2,8 @@
 
 Every malformed config, `.q` file, assembly line, instruction word, shape or path raises a
 `UserError` whose message is one line naming the file (or instruction), the field and the problem,
-worded "`<what>` must be `<rule>`, not `<value>`". The CLI prints it and exits 2; `--debug` shows the
-traceback.
+worded "`<what>` must be `<rule>`, not `<value>`". The CLI prints it and exits 2;
+`--debug` shows the traceback.
 """
 
 

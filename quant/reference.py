@@ -36,8 +36,8 @@ def dequant_codebook(codes, codebooks):
 def add_outliers(w, rows, cols, values):
     """W + S, where S is the sparse correction of outlier weights kept in fp16."""
     w = w.clone()
-    w.index_put_((torch.as_tensor(np.asarray(rows)).long(), torch.as_tensor(np.asarray(cols)).long()),
-                  _t(values), accumulate=True)
+    index = (torch.as_tensor(np.asarray(rows)).long(), torch.as_tensor(np.asarray(cols)).long())
+    w.index_put_(index, _t(values), accumulate=True)
     return w
 
 

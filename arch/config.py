@@ -1,0 +1,370 @@
+"""The architecture config: one typed, validated object that the compiler, the simulators, the
+roofline and the RTL all read (DESIGN.md section 1).
+
+A config is a YAML file (`arch/configs/*.yaml`) loaded into frozen dataclasses. Loading rejects
+unknown keys, wrong types, non-positive sizes, non-powers-of-two where the hardware needs them, and
+inconsistent combinations (a tile that does not fit its buffer), each with one line of the form
+
+    arch/configs/x.yaml: `pe.group` must be one of 2, 3, 4, 5, not 7
+
+Field names carry their units (`_kib`, `_mhz`, `_gbps`, `_ns`, `_pj`). Derived values are
+properties, never stored twice. `config.tag` (e.g. `lut2x64_g4_w4a8`) names build and report
+folders.
+"""
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bitlut.errors import UserError
+
+PE_KINDS = ("lut", "bitserial", "mac")
+LUT_GROUPS = (2, 3, 4, 5)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(UserError):
+    """An invalid architecture config (one line: file, field, rule, value)."""
+
+
+def _is_pow2(v):
+    return v > 0 and v & (v - 1) == 0
+
+
+@dataclass(frozen=True)
+class PE:
+    """The processing-element array.
+
+    `rows` × `cols` lanes: `rows` token rows (M) by `cols` output channels (N) per tile. For `lut`
+    each lane consumes one table index of `group` weights per cycle (one bit plane in uniform mode);
+    for `bitserial` each lane is a `group`-wide dot product consuming one weight bit per cycle; for
+    `mac` each lane is one int8 MAC of a weight-stationary systolic array (`group` must be 1).
+    """
+    kind: str
+    rows: int
+    cols: int
+    group: int
+    index_bits: int = 4
+    symmetric: bool = True
+    weight_bits: tuple[int, ...] = (1, 2, 3, 4)
+    act_bits: int = 8
+    acc_bits: int = 32
+    centroid_bits: int = 8
+    saturate: bool = False
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-unit cycle costs of the pipeline. They are measured on the RTL by its tests and the cycle
+    model reads them from here; a test fails if the RTL drifts from these numbers."""
+    pe_latency: int = 2          # cycles from a tile's first input to its result (pipeline depth)
+    pe_ii: int = 1               # cycles between successive bit planes / tiles, steady state
+    table_latency: int = 2       # table precompute unit pipeline depth
+    table_ii: int = 1            # cycles per table (one token row, one group) built
+    vector_lanes: int = 16       # elements per cycle of the vector unit
+    vector_latency: int = 4      # vector unit pipeline depth (fp32 multiply-add)
+    dma_setup: int = 4           # cycles to issue one DMA command
+
+
+@dataclass(frozen=True)
+class Sram:
+    """Scratchpad capacities in KiB."""
+    act_kib: int
+    table_kib: int
+    weight_kib: int
+    codebook_kib: int
+    scale_kib: int
+    acc_kib: int
+    outlier_kib: int
+    out_kib: int
+    banks: int = 1               # independent ports per scratchpad
+
+    def bytes(self, buffer):
+        """Capacity of one buffer (`act`, `table`, ...) in bytes."""
+        return getattr(self, f"{buffer}_kib") * 1024
+
+
+@dataclass(frozen=True)
+class Dram:
+    gbps: float                  # sustained bandwidth, GB/s (1e9 bytes per second)
+    latency_ns: float            # first-byte latency of a request
+    burst_bytes: int             # transfer granularity: requests round up to whole bursts
+
+
+@dataclass(frozen=True)
+class Queues:
+    insn_depth: int = 32         # instruction queue in front of each unit
+    token_depth: int = 8         # dependency-token FIFO between two units
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy per event in pJ. Each shipped YAML cites a source for every value."""
+    lookup_pj: float             # one table read + accumulate (LUT lane, one bit plane)
+    table_entry_pj: float        # one table entry built (one add/sub of int8 operands)
+    bitserial_step_pj: float     # one bit-serial lane step (AND + shift-add)
+    mac_pj: float                # one int8 x int8 multiply + int32 accumulate
+    vector_op_pj: float          # one fp32 multiply-add in the vector unit
+    sram_byte_pj: float          # one byte read or written in a scratchpad
+    dram_byte_pj: float          # one byte moved to or from DRAM
+    static_mw: float = 0.0       # leakage and clock, charged per cycle
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    pe: PE
+    sram: Sram
+    dram: Dram
+    clock_mhz: float
+    energy: Energy
+    timing: Timing = field(default_factory=Timing)
+    queues: Queues = field(default_factory=Queues)
+    name: str = ""
+    source: str = field(default="<memory>", compare=False)
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def tag(self):
+        """Short name for build and report folders, e.g. `lut2x64_g4_w4a8`."""
+        pe = self.pe
+        kind = {"lut": "lut", "bitserial": "bs", "mac": "mac"}[pe.kind]
+        group = f"_g{pe.group}" if pe.kind != "mac" else ""
+        return f"{kind}{pe.rows}x{pe.cols}{group}_w{max(pe.weight_bits)}a{pe.act_bits}"
+
+    @property
+    def table_entries(self):
+        """Entries stored per table in uniform mode: 2^(g-1) with symmetrization, else 2^g."""
+        return 1 << (self.pe.group - 1 if self.pe.symmetric else self.pe.group)
+
+    @property
+    def codebook_table_entries(self):
+        """Entries per table in codebook mode: one per value of the `index_bits`-wide index."""
+        return 1 << self.pe.index_bits
+
+    @property
+    def table_entry_bits(self):
+        """Width of one table entry: the largest |sum| of `group` activations (uniform mode) or of
+        activation x centroid products over one index (codebook mode), plus a sign bit."""
+        pe = self.pe
+        amax = (1 << (pe.act_bits - 1)) - 1
+        cmax = (1 << (pe.centroid_bits - 1)) - 1
+        uniform = pe.group * amax
+        codebook = pe.index_bits * amax * cmax   # at most index_bits columns share one index
+        return max(uniform, codebook).bit_length() + 1
+
+    @property
+    def cycle_ns(self):
+        return 1e3 / self.clock_mhz
+
+    @property
+    def dram_bytes_per_cycle(self):
+        return self.dram.gbps * 1e9 / (self.clock_mhz * 1e6)
+
+    @property
+    def dram_latency_cycles(self):
+        return math.ceil(self.dram.latency_ns / self.cycle_ns)
+
+    @property
+    def peak_weights_per_cycle(self):
+        """Weights consumed per cycle at the narrowest supported width (uniform mode).
+
+        LUT: rows share weights, so rows*cols lanes consume cols*group bit-plane weights per cycle,
+        i.e. cols*group/b weights of b bits. Bit-serial: cols*group weight bits per row-tile per
+        cycle likewise. MAC: a rows x cols weight-stationary array holds rows*cols weights."""
+        pe = self.pe
+        b = min(pe.weight_bits)
+        if pe.kind == "mac":
+            return pe.rows * pe.cols
+        return pe.cols * pe.group / b
+
+    def replace(self, **changes):
+        """A copy with top-level fields replaced (sections as dataclasses), validated again."""
+        cfg = dataclasses.replace(self, **changes)
+        validate(cfg)
+        return cfg
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def _fail(source, path, rule, value):
+    raise ConfigError(f"{source}: `{path}` must be {rule}, not {value!r}")
+
+
+def _coerce(source, path, tp, value):
+    """Check `value` against the annotation `tp`; YAML ints are accepted for float fields."""
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(source, path, "true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(source, path, "an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(source, path, "a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(source, path, "a string", value)
+        return value
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list) or not value:
+            _fail(source, path, "a non-empty list of integers", value)
+        return tuple(_coerce(source, f"{path}[{i}]", int, v) for i, v in enumerate(value))
+    raise TypeError(f"unsupported field type {tp}")  # a bug in this module, not user input
+
+
+def _build(source, prefix, cls, raw):
+    if not isinstance(raw, dict):
+        _fail(source, prefix, "a mapping of fields", raw)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{source}: `{path}` is not a known field (known: {known})")
+        tp = hints[key]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(source, path, tp, value)
+        else:
+            kwargs[key] = _coerce(source, path, tp, value)
+    for name, f in fields.items():
+        no_default = (f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING)
+        if name not in kwargs and no_default:
+            path = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{source}: `{path}` is required but missing")
+    return cls(**kwargs)
+
+
+def from_dict(raw, source="<memory>"):
+    """Build and validate an `ArchConfig` from a plain mapping (as parsed from YAML)."""
+    cfg = _build(source, "", ArchConfig, raw)
+    cfg = dataclasses.replace(cfg, source=str(source))
+    validate(cfg)
+    return cfg
+
+
+def load(path):
+    """Load `path` (a YAML file, or the name of a shipped config such as `lut`)."""
+    p = Path(path)
+    if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").exists():
+        p = CONFIG_DIR / f"{path}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file must exist, not missing")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: file must be valid YAML{where}, not "
+                          f"{getattr(e, 'problem', 'malformed')!r}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: file must be UTF-8 text, not binary") from None
+    return from_dict(raw, source=path)
+
+
+def shipped():
+    """Paths of the configs shipped in `arch/configs/`."""
+    return sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+# -- validation ---------------------------------------------------------------------------------
+def validate(cfg):
+    """Raise `ConfigError` for the first rule `cfg` breaks."""
+    src = cfg.source
+    pe = cfg.pe
+
+    def positive(path, value):
+        if value <= 0:
+            _fail(src, path, "positive", value)
+
+    def pow2(path, value):
+        if not _is_pow2(value):
+            _fail(src, path, "a power of two", value)
+
+    def one_of(path, value, allowed):
+        if value not in allowed:
+            _fail(src, path, "one of " + ", ".join(map(str, allowed)), value)
+
+    one_of("pe.kind", pe.kind, PE_KINDS)
+    pow2("pe.rows", pe.rows)
+    pow2("pe.cols", pe.cols)
+    if pe.kind == "lut":
+        one_of("pe.group", pe.group, LUT_GROUPS)
+    elif pe.kind == "bitserial":
+        one_of("pe.group", pe.group, (1, 2, 4, 8, 16))
+    else:
+        one_of("pe.group", pe.group, (1,))
+    one_of("pe.act_bits", pe.act_bits, (8,))
+    one_of("pe.acc_bits", pe.acc_bits, (16, 24, 32))
+    one_of("pe.centroid_bits", pe.centroid_bits, (8, 16))
+    if not 1 <= pe.index_bits <= 8:
+        _fail(src, "pe.index_bits", "between 1 and 8", pe.index_bits)
+    allowed_bits = tuple(range(1, 9))
+    for i, b in enumerate(pe.weight_bits):
+        one_of(f"pe.weight_bits[{i}]", b, allowed_bits)
+    if len(set(pe.weight_bits)) != len(pe.weight_bits):
+        _fail(src, "pe.weight_bits", "a list without repeats", list(pe.weight_bits))
+    if pe.kind == "lut":
+        if pe.index_bits < pe.group:
+            _fail(src, "pe.index_bits", f"at least pe.group ({pe.group})", pe.index_bits)
+        if max(pe.weight_bits) > pe.index_bits:
+            _fail(src, "pe.weight_bits", f"at most pe.index_bits ({pe.index_bits}) wide so a "
+                  "codebook index fits the table", list(pe.weight_bits))
+    if pe.kind == "mac" and pe.rows != pe.cols:
+        _fail(src, "pe.rows", f"equal to pe.cols ({pe.cols}) for a square systolic array",
+              pe.rows)
+
+    for f in dataclasses.fields(Sram):
+        positive(f"sram.{f.name}", getattr(cfg.sram, f.name))
+    pow2("sram.banks", cfg.sram.banks)
+    positive("dram.gbps", cfg.dram.gbps)
+    if cfg.dram.latency_ns < 0:
+        _fail(src, "dram.latency_ns", "zero or positive", cfg.dram.latency_ns)
+    pow2("dram.burst_bytes", cfg.dram.burst_bytes)
+    positive("clock_mhz", cfg.clock_mhz)
+    for f in dataclasses.fields(Energy):
+        if getattr(cfg.energy, f.name) < 0:
+            _fail(src, f"energy.{f.name}", "zero or positive", getattr(cfg.energy, f.name))
+    for f in dataclasses.fields(Timing):
+        value = getattr(cfg.timing, f.name)
+        if f.name in ("pe_ii", "table_ii", "vector_lanes"):
+            positive(f"timing.{f.name}", value)
+        elif value < 0:
+            _fail(src, f"timing.{f.name}", "zero or positive", value)
+    positive("queues.insn_depth", cfg.queues.insn_depth)
+    positive("queues.token_depth", cfg.queues.token_depth)
+
+    # One tile of every operand must fit its buffer twice over (double buffering), or the compiler
+    # has no legal tiling at all.
+    for buffer, need in tile_bytes(cfg).items():
+        have = cfg.sram.bytes(buffer)
+        if 2 * need > have:
+            _fail(src, f"sram.{buffer}_kib",
+                  f"at least {math.ceil(2 * need / 1024)} to double-buffer one "
+                  f"{pe.rows}x{pe.cols} tile ({need} bytes)", getattr(cfg.sram, f"{buffer}_kib"))
+
+
+def tile_bytes(cfg):
+    """Bytes that one minimal tile of each operand occupies on chip (one table group deep)."""
+    pe = cfg.pe
+    entry_bytes = -(-cfg.table_entry_bits // 8)
+    wbits = max(pe.weight_bits)
+    need = {
+        "act": pe.rows * max(pe.group, 1) * pe.act_bits // 8,
+        "weight": -(-pe.cols * max(pe.group, 1) * wbits // 8),
+        "acc": pe.rows * pe.cols * pe.acc_bits // 8,
+        "out": pe.rows * pe.cols * 4,
+    }
+    if pe.kind == "lut":
+        need["table"] = pe.rows * max(cfg.table_entries, cfg.codebook_table_entries) * entry_bytes
+    return need
