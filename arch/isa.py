@@ -297,12 +297,12 @@ def _check_value(index, op, f, value, config=None, args=None, where=""):
         return value.value
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(index, op, f.name, "an integer", repr(value), where)
+    if f.kind == "flag" and value not in (0, 1):
+        _fail(index, op, f.name, "0 or 1", value, where)
     if not 0 <= value < (1 << f.width):
         _fail(index, op, f.name, f"in [0, {(1 << f.width) - 1}] ({f.width} bits)", value, where)
     if f.kind == "count" and value < 1:
         _fail(index, op, f.name, "at least 1", value, where)
-    if f.kind == "flag" and value > 1:
-        _fail(index, op, f.name, "0 or 1", value, where)
     if f.name in ("wait", "signal") and UNIT_OF.get(op) is not None:
         if value >> UNIT_OF[op].value & 1:
             _fail(index, op, f.name, f"free of the instruction's own unit "
