@@ -9,8 +9,8 @@ the compiler and the simulators), the text assembler and disassembler, and the r
 
 Execution model (decoupled access/execute, as VTA): each opcode belongs to one of five units,
 each with its own in-order instruction queue: `load` (DMA DRAM -> scratchpad), `table` (activation
-gather and table precompute), `matmul` (the PE array), `vector` (dequant epilogue, outliers,
-scaling) and `store` (DMA scratchpad -> DRAM). Units synchronise only through dependency tokens:
+gather, table precompute, codebook expansion), `matmul` (the PE array), `vector` (activation sums, dequant
+epilogue, outliers, scaling) and `store` (DMA scratchpad -> DRAM). Units synchronise only through dependency tokens:
 an instruction on unit U whose `wait` mask has bit V pops one token from the FIFO V->U before it
 starts; when it completes it pushes one token to U->W for every bit W of its `signal` mask.
 `nop` and `finish` belong to the dispatcher; `finish` ends the program once its waits are met.
@@ -63,6 +63,8 @@ class Opcode(enum.Enum, shape=5):
     VDEQ = 10
     VOUT = 11
     VSCALE = 12
+    CBX = 13
+    VSUM = 14
 
 
 class Buffer(enum.Enum, shape=4):
@@ -86,23 +88,22 @@ class Mode(enum.Enum, shape=1):
 class Deq(enum.Enum, shape=2):
     """How `vdeq` turns an accumulator into the canonical partial P before scaling.
 
-    LUT:       P = (acc - z' * sumx) >> 1   (z' = 2z + 1 - 2^b, stored offline in the record)
-    BITSERIAL: P = acc - z * sumx
-    DIRECT:    P = acc                      (MAC, which dequantizes before multiplying)
-    BLOCK:     P = acc, one scale record for all n (codebook block scale)
+    LUT:   P = (acc - z' * sums) >> 1  ({-1,+1} planes; z' = 2z + 1 - 2^b, stored offline)
+    ZERO:  P = acc - z * sums          (unsigned codes on the bit-serial or MAC array)
+    BLOCK: P = acc, with one scale record for all n (a codebook block's scale)
     """
     LUT = 0
-    BITSERIAL = 1
-    DIRECT = 2
-    BLOCK = 3
+    ZERO = 1
+    BLOCK = 2
 
 
 UNIT_OF = {
     Opcode.NOP: None, Opcode.FINISH: None,
     Opcode.LOAD: Unit.LOAD, Opcode.STORE: Unit.STORE,
-    Opcode.TBL: Unit.TABLE, Opcode.GATHER: Unit.TABLE,
+    Opcode.TBL: Unit.TABLE, Opcode.GATHER: Unit.TABLE, Opcode.CBX: Unit.TABLE,
     Opcode.LMMA: Unit.MATMUL, Opcode.BSMM: Unit.MATMUL, Opcode.MMA: Unit.MATMUL,
     Opcode.VDEQ: Unit.VECTOR, Opcode.VOUT: Unit.VECTOR, Opcode.VSCALE: Unit.VECTOR,
+    Opcode.VSUM: Unit.VECTOR,
 }
 
 
@@ -172,7 +173,7 @@ FORMATS = {
         _addr("act", Buffer.ACT, "int8 activations, rows x (ngroups*g), row-major"),
         _addr("tbl", Buffer.TABLE, "tables out, row-major"),
         _addr("cb", Buffer.CODEBOOK, "fixed-point centroids (codebook mode)"),
-        _addr("sums", Buffer.TABLE, "per-row activation sums out (uniform mode)"),
+        _addr("sums", Buffer.TABLE, "int32 activation sum per row out (uniform mode)"),
     ],
     Opcode.GATHER: [
         Field("rows", 12, "token rows", kind="count"),
@@ -180,6 +181,14 @@ FORMATS = {
         _addr("src", Buffer.ACT, "activations in"),
         _addr("dst", Buffer.ACT, "activations out: dst[r, i] = src[r, idx[i]]"),
         _addr("idx", Buffer.CODEBOOK, "uint16 column indices (the layer's permutation)"),
+    ],
+    Opcode.CBX: [
+        Field("n", 16, "output channels (weight rows)", kind="count"),
+        Field("cols", 16, "input columns", kind="count"),
+        Field("bits", 4, "code width b", kind="count"),
+        _addr("src", Buffer.WEIGHT, "packed b-bit codes, n x cols"),
+        _addr("dst", Buffer.WEIGHT, "int8 centroids out, n x cols (for bsmm and mma)"),
+        _addr("cb", Buffer.CODEBOOK, "fixed-point centroids, 2^b per column"),
     ],
     Opcode.LMMA: _matmul(Buffer.TABLE, "lookup tables of the block's rows and groups"),
     Opcode.BSMM: _matmul(Buffer.ACT, "int8 activations of the block"),
@@ -191,23 +200,32 @@ FORMATS = {
         Field("first", 1, "1: out = result; 0: out += result", kind="flag"),
         _addr("acc", Buffer.ACC, "int32 accumulators, rows x n"),
         _addr("out", Buffer.OUT, "fp32 outputs, rows x n"),
-        _addr("param", Buffer.SCALE, "(fp32 scale, int32 zero) records, one per n"),
-        _addr("sums", Buffer.TABLE, "per-row activation sums (lut, bitserial)"),
+        _addr("param", Buffer.SCALE, "(fp32 scale, int32 zero) records, one per n (block: one)"),
+        _addr("sums", Buffer.TABLE, "int32 activation sum per row (deq lut, zero)"),
     ],
     Opcode.VOUT: [
         Field("rows", 8, "token rows", kind="count"),
         Field("n", 16, "output row stride (elements)", kind="count"),
         Field("k", 16, "activation row stride (elements)", kind="count"),
-        Field("count", 13, "outlier records to apply", kind="count"),
-        _addr("list", Buffer.OUTLIER, "(n, k, fp16 value) records"),
+        Field("count", 12, "outlier records to apply, in list order", kind="count"),
+        Field("first", 1, "1: start the correction at zero; 0: add to it", kind="flag"),
+        _addr("list", Buffer.OUTLIER, "(u16 n, u16 k, fp16 value, u16 pad) records"),
         _addr("act", Buffer.ACT, "int8 activations"),
-        _addr("out", Buffer.OUT, "fp32 outputs"),
+        _addr("out", Buffer.OUT, "fp32 outlier correction O, kept apart from the outputs"),
     ],
     Opcode.VSCALE: [
         Field("rows", 12, "token rows", kind="count"),
         Field("n", 16, "output channels", kind="count"),
-        _addr("out", Buffer.OUT, "fp32 outputs, scaled in place by the row's scale"),
+        Field("add", 1, "1: out = (out + O) * scale; 0: out = out * scale", kind="flag"),
+        _addr("out", Buffer.OUT, "fp32 outputs, rows x n, scaled in place"),
         _addr("scale", Buffer.SCALE, "fp32 activation scale per row"),
+        _addr("corr", Buffer.OUT, "fp32 outlier correction O, rows x n (when add = 1)"),
+    ],
+    Opcode.VSUM: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("cols", 16, "activations summed per row", kind="count"),
+        _addr("act", Buffer.ACT, "int8 activations, rows x cols"),
+        _addr("sums", Buffer.TABLE, "int32 sum per row out (zero-point correction)"),
     ],
 }
 
