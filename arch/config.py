@@ -24,6 +24,7 @@ from bitlut.errors import UserError
 
 PE_KINDS = ("lut", "bitserial", "mac")
 LUT_GROUPS = (2, 3, 4, 5)
+MIN_CODEBOOK_BITS = 2    # codebook (CLAQ) columns are 2-4 bits; 1-bit weights use uniform mode
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -40,10 +41,12 @@ def _is_pow2(v):
 class PE:
     """The processing-element array.
 
-    `rows` × `cols` lanes: `rows` token rows (M) by `cols` output channels (N) per tile. For `lut`
-    each lane consumes one table index of `group` weights per cycle (one bit plane in uniform mode);
-    for `bitserial` each lane is a `group`-wide dot product consuming one weight bit per cycle; for
-    `mac` each lane is one int8 MAC of a weight-stationary systolic array (`group` must be 1).
+    For `lut` and `bitserial`, `rows` × `cols` lanes: `rows` token rows (M) by `cols` output
+    channels (N) per tile. A `lut` lane consumes one table index of `group` weights per cycle (one
+    bit plane in uniform mode); a `bitserial` lane is a `group`-wide dot product consuming one
+    weight bit per cycle. For `mac`, a weight-stationary systolic array: `rows` input features (K)
+    by `cols` output channels (N) of int8 MACs hold a weight tile while tokens stream through
+    (`group` must be 1).
     """
     kind: str
     rows: int
@@ -146,6 +149,15 @@ class ArchConfig:
         """Entries per table in codebook mode: one per value of the `index_bits`-wide index."""
         return 1 << self.pe.index_bits
 
+    def codebook_group(self, bits):
+        """Columns of `bits`-bit codes that share one codebook-mode table: their codes together
+        form one `index_bits`-wide index (2-bit columns pair up at index_bits = 4)."""
+        if not MIN_CODEBOOK_BITS <= bits <= self.pe.index_bits:
+            raise ConfigError(f"{self.source}: codebook code width must be between "
+                              f"{MIN_CODEBOOK_BITS} and pe.index_bits ({self.pe.index_bits}), "
+                              f"not {bits}")
+        return self.pe.index_bits // bits
+
     @property
     def table_entry_bits(self):
         """Width of one table entry: the largest |sum| of `group` activations (uniform mode) or of
@@ -154,8 +166,18 @@ class ArchConfig:
         amax = (1 << (pe.act_bits - 1)) - 1
         cmax = (1 << (pe.centroid_bits - 1)) - 1
         uniform = pe.group * amax
-        codebook = pe.index_bits * amax * cmax   # at most index_bits columns share one index
+        codebook = (pe.index_bits // MIN_CODEBOOK_BITS) * amax * cmax
         return max(uniform, codebook).bit_length() + 1
+
+    @property
+    def table_entry_bytes(self):
+        """Bytes per stored table entry: int16 when the entries fit, else int32."""
+        return 2 if self.table_entry_bits <= 16 else 4
+
+    @property
+    def centroid_dtype(self):
+        """numpy dtype name of a fixed-point centroid."""
+        return f"int{self.pe.centroid_bits}"
 
     @property
     def cycle_ns(self):

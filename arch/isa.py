@@ -8,10 +8,11 @@ the compiler and the simulators), the text assembler and disassembler, and the r
 `docs/isa.md`. Nothing else in bitlut writes an opcode number or a field width.
 
 Execution model (decoupled access/execute, as VTA): each opcode belongs to one of five units,
-each with its own in-order instruction queue: `load` (DMA DRAM -> scratchpad), `table` (activation
-gather, table precompute, codebook expansion), `matmul` (the PE array), `vector` (activation sums, dequant
-epilogue, outliers, scaling) and `store` (DMA scratchpad -> DRAM). Units synchronise only through dependency tokens:
-an instruction on unit U whose `wait` mask has bit V pops one token from the FIFO V->U before it
+each with its own in-order instruction queue: `load` (DMA DRAM -> scratchpad), `table`
+(activation gather, table precompute, codebook expansion), `matmul` (the PE array), `vector`
+(activation sums, dequant epilogue, outliers, scaling) and `store` (DMA scratchpad -> DRAM).
+Units synchronise only through dependency tokens: an instruction on unit U whose `wait` mask has
+bit V pops one token from the FIFO V->U before it
 starts; when it completes it pushes one token to U->W for every bit W of its `signal` mask.
 `nop` and `finish` belong to the dispatcher; `finish` ends the program once its waits are met.
 

@@ -50,8 +50,13 @@ def test_derived_values_follow_fields():
     assert cfg.replace(pe=sym_off).table_entries == 2 ** cfg.pe.group
     assert cfg.dram_bytes_per_cycle == pytest.approx(25.6)
     assert cfg.dram_latency_cycles == 100
-    # table entries hold the largest codebook sum: 4 columns * 127 * 127 = 64516 -> 17 bits
-    assert cfg.table_entry_bits == 17
+    # table entries hold the largest codebook sum: two 2-bit columns share a 4-bit index,
+    # 2 * 127 * 127 = 32258 -> 15 bits + sign; int16 storage
+    assert cfg.table_entry_bits == 16 and cfg.table_entry_bytes == 2
+    assert [cfg.codebook_group(b) for b in (2, 3, 4)] == [2, 1, 1]
+    with pytest.raises(ConfigError, match=r"codebook code width must be between 2 and "
+                       r"pe\.index_bits \(4\), not 1"):
+        cfg.codebook_group(1)
 
 
 def test_load_by_name_equals_load_by_path():

@@ -1,0 +1,92 @@
+"""Building a program with its dependency tokens derived, not written by hand.
+
+The lowering emits instructions together with the memory regions each one reads and writes; the
+builder finds every cross-unit hazard (read after write, write after read, write after write) and
+turns it into a token: the producer signals the consumer's unit, the consumer waits on the
+producer's unit. Units run their own queue in order, so a hazard between two instructions of one
+unit needs nothing, and a consumer needs at most one wait per producer unit: the latest producer
+it depends on (waiting for it covers every earlier one, because the producer's unit ran those
+first). Token FIFOs are counters, so the k-th wait on the pair P->C must pair with the k-th
+signal on it; emitting a signal on exactly the producer that the next new wait targets keeps that
+pairing, because on each pair both sides advance monotonically in program order.
+
+Double buffering is then only a matter of addresses: the lowering alternates two slots and the
+tokens let loads of the next tile overlap compute on this one.
+"""
+
+from dataclasses import dataclass
+
+from arch import isa
+from arch.isa import Insn, Opcode
+from arch.program import Program
+
+
+@dataclass(frozen=True)
+class Region:
+    """Bytes [lo, hi) of scratchpad `space` (an `isa.Buffer`) or of "dram"."""
+    space: object
+    lo: int
+    hi: int
+
+    def overlaps(self, other):
+        return self.space == other.space and self.lo < other.hi and other.lo < self.hi
+
+
+class ProgramBuilder:
+    """Collects instructions and derives their tokens.
+
+    `emit(op, reads, writes, **fields)` appends one instruction; `finish()` appends `finish`,
+    encodes every word (validating it against the config) and returns the `Program`."""
+
+    def __init__(self, config, program=None):
+        self.cfg = config
+        self.program = program or Program(words=[])
+        self._insns = []             # [op, fields, wait mask, signal mask]
+        self._units = []
+        self._accesses = {}          # space -> list of (Region, index, is_write)
+        # per (producer unit, consumer unit): index of the newest producer already waited for
+        self._covered = {}
+
+    def __len__(self):
+        return len(self._insns)
+
+    def emit(self, op, reads=(), writes=(), **fields):
+        index = len(self._insns)
+        unit = isa.UNIT_OF[op]
+        deps = {}                     # producer unit -> newest producer index
+        for region, is_write in [(r, False) for r in reads] + [(w, True) for w in writes]:
+            for other, j, other_write in self._accesses.get(region.space, ()):
+                if not (is_write or other_write) or not region.overlaps(other):
+                    continue
+                punit = self._units[j]
+                if punit is None or punit == unit:
+                    continue
+                deps[punit] = max(deps.get(punit, -1), j)
+        wait = 0
+        for punit, j in deps.items():
+            if self._covered.get((punit, unit), -1) >= j:
+                continue
+            # The producer's own next signal to this unit must be j's, and not yet given.
+            self._covered[(punit, unit)] = j
+            self._insns[j][3] |= 1 << unit.value
+            wait |= 1 << punit.value
+        self._insns.append([op, fields, wait, 0])
+        self._units.append(unit)
+        for region, is_write in [(r, False) for r in reads] + [(w, True) for w in writes]:
+            bucket = self._accesses.setdefault(region.space, [])
+            if is_write:
+                # a write supersedes earlier accesses it fully covers
+                bucket[:] = [a for a in bucket
+                             if not (a[0].lo >= region.lo and a[0].hi <= region.hi)]
+            bucket.append((region, index, is_write))
+        return index
+
+    def finish(self):
+        """Append `finish`, encode, and return the program."""
+        self._insns.append([Opcode.FINISH, {}, 0, 0])
+        self._units.append(None)
+        words = []
+        for i, (op, fields, wait, signal) in enumerate(self._insns):
+            words.append(isa.encode(Insn(op, fields, wait, signal), i, self.cfg))
+        self.program.words = words
+        return self.program

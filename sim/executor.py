@@ -1,0 +1,438 @@
+"""The functional ISA executor: runs a `Program` word by word on its DRAM image, bit-exactly.
+
+It is the reference that the SimPy cycle model and the RTL core are checked against, so it checks
+everything the hardware assumes and reports a violation as an `ExecError` naming the instruction:
+scratchpad and DRAM bounds, token discipline (a wait that no earlier signal can satisfy is a
+deadlock; tokens left over at `finish` are unbalanced), accumulator overflow (an error, not a
+wrap, unless the config says `saturate`), and illegal words.
+
+Scheduling follows the hardware's decoupled queues: a dispatcher hands instructions, in program
+order, to per-unit queues of `queues.insn_depth`; each unit runs its queue in order once the tokens
+its instruction waits for are there; a signal into a full token FIFO (`queues.token_depth`) stalls
+the producer. Among units that can run, consumers run first (store, vector, matmul, table, load):
+a missing dependency token then lets a consumer read stale data, so the bit-exact tests catch it
+instead of a lucky order hiding it.
+
+Scratchpad layouts (all little-endian, row-major; `g` = `pe.group`, `E` = `config.table_entries`):
+
+- `tbl` uniform: act int8 [rows, ngroups*g] -> tables [rows, ngroups, E] of `table_entry_bytes`
+  signed ints, and int32 sums [rows]. Full table T[idx] = sum_i x_i (2 bit_i(idx) - 1); the half
+  table stores H[j] = T[(j << 1) | 1] (LUT Tensor Core Eq. 4-5).
+- `tbl` codebook (b = `bits`, g = index_bits // b): act int8 [rows, ngroups*g], centroids
+  [ngroups*g, 2^b] -> tables [rows, ngroups, 2^(g*b)], T[c] = sum_i x_i C_i[c_i], c_i = bits
+  i*b.. of the index.
+- `lmma` uniform: g-bit indices packed LSB-first (`arch.packing`) in order (tile, group, plane,
+  lane) over ceil(n / pe.cols) tiles of `pe.cols` lanes; symmetric indices carry the sign in bit 0
+  and the offline-inverted half-table index above it. acc[r, n] = sum_j sum_p T_j[idx] << p.
+- `lmma` codebook: (g*b)-bit indices in order (tile, group, lane). acc = sum_j T_j[idx].
+- `bsmm` uniform: g-bit plane words in order (tile, group, plane, lane), bit i = bit p of the code
+  of column j*g+i; codebook: centroids [n, kgroups*g] as written by `cbx`.
+- `mma` uniform: b-bit codes [n, kgroups*g] packed LSB-first, row-major; codebook: centroids.
+- `cbx`: b-bit codes [n, cols] packed -> centroids [n, cols]; `gather`: int8 [rows, cols] with
+  uint16 indices [cols].
+- `vdeq`: acc int32 [rows, n], (f32 scale, i32 zero) records [n] (or [1] for `block`), int32
+  sums [rows] -> f32 out [rows, n]. `vsum`: int8 [rows, cols] -> int32 sums [rows].
+- `vout`: records (u16 n, u16 k, f16 v, u16 pad), int8 act with row stride `k`, f32 correction O
+  with row stride `n`. `vscale`: out = (out + O) * s_row, or out * s_row.
+"""
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from arch import packing
+from arch.isa import Buffer, Deq, Mode, Opcode, Unit
+from bitlut.errors import UserError
+
+PARAM = np.dtype([("scale", "<f4"), ("zero", "<i4")])
+OUTLIER = np.dtype([("n", "<u2"), ("k", "<u2"), ("v", "<f2"), ("pad", "<u2")])
+
+# Consumers first: see the module docstring.
+UNIT_ORDER = (Unit.STORE, Unit.VECTOR, Unit.MATMUL, Unit.TABLE, Unit.LOAD)
+
+
+class ExecError(UserError):
+    """The program broke a rule of the hardware (bounds, tokens, overflow)."""
+
+
+@dataclass
+class Stats:
+    """What a run did, by unit and by memory level."""
+    insns: Counter = field(default_factory=Counter)          # per opcode name
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    sram_bytes: Counter = field(default_factory=Counter)     # per buffer, loads + stores
+    table_entries: int = 0                                   # entries built
+    lookups: int = 0                                         # table reads (lane x plane)
+    bitserial_steps: int = 0                                 # lane x plane steps
+    macs: int = 0
+    vector_ops: int = 0
+
+
+class Executor:
+    """Run `program` on a machine described by `config`.
+
+    Members
+    -------
+    dram : uint8 array, a copy of the program's image, updated by stores.
+    sram : dict Buffer -> uint8 array of the scratchpad's capacity.
+    stats : `Stats` of the run.
+    """
+
+    def __init__(self, config, program):
+        self.cfg = config
+        self.program = program
+        self.dram = program.dram.copy()
+        self.sram = {b: np.zeros(config.sram.bytes(b.name.lower()), np.uint8) for b in Buffer}
+        self.stats = Stats()
+        self.insns = program.insns()
+
+    # -- memory access with bounds checks -------------------------------------------------------
+    def _mem(self, i, insn, fname, buf, addr, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        mem = self.sram[buf]
+        if addr + nbytes > len(mem):
+            raise ExecError(f"insn {i} ({insn.op.name.lower()}): `{fname}` range "
+                            f"[{addr:#x}, {addr + nbytes:#x}) must lie inside the "
+                            f"{buf.name.lower()} buffer ({len(mem)} bytes), not past its end")
+        if addr % dtype.itemsize:
+            raise ExecError(f"insn {i} ({insn.op.name.lower()}): `{fname}` must be aligned to "
+                            f"{dtype.itemsize} bytes, not {addr:#x}")
+        return mem[addr:addr + nbytes].view(dtype).reshape(shape)
+
+    def _packed(self, i, insn, fname, buf, addr, count, width):
+        nbytes = packing.packed_bytes(count, width)
+        raw = self._mem(i, insn, fname, buf, addr, (nbytes,), np.uint8)
+        return packing.unpack(raw, count, width)
+
+    def _acc_store(self, i, insn, dst, value):
+        """Write int64 results into an int32 accumulator view, checking the range."""
+        bits = self.cfg.pe.acc_bits
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if value.size and (value.min() < lo or value.max() > hi):
+            if not self.cfg.pe.saturate:
+                bad = value.max() if value.max() > hi else value.min()
+                raise ExecError(f"insn {i} ({insn.op.name.lower()}): accumulator must stay in "
+                                f"int{bits} [{lo}, {hi}], not {int(bad)} (overflow)")
+            value = np.clip(value, lo, hi)
+        dst[...] = value
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def run(self):
+        """Execute to `finish`; return `self.stats`."""
+        depth = self.cfg.queues.insn_depth
+        tdepth = self.cfg.queues.token_depth
+        queues = {u: deque() for u in Unit}
+        tokens = Counter()
+        pc, n = 0, len(self.insns)
+        finished = False
+        while not finished:
+            progressed = False
+            while pc < n:
+                insn = self.insns[pc]
+                if insn.op is Opcode.NOP:
+                    pc += 1
+                    progressed = True
+                    continue
+                if insn.op is Opcode.FINISH:
+                    if insn.wait or insn.signal:
+                        raise ExecError(f"insn {pc} (finish): `wait` and `signal` must be none; "
+                                        "finish waits for every unit to drain")
+                    if not any(queues.values()):
+                        finished = True
+                    break
+                q = queues[insn.unit]
+                if len(q) >= depth:
+                    break
+                q.append(pc)
+                pc += 1
+                progressed = True
+            if finished:
+                break
+            for unit in UNIT_ORDER:
+                q = queues[unit]
+                while q:
+                    i = q[0]
+                    insn = self.insns[i]
+                    waits = [u for u in Unit if insn.wait >> u.value & 1]
+                    signals = [u for u in Unit if insn.signal >> u.value & 1]
+                    if any(tokens[(u, unit)] == 0 for u in waits):
+                        break
+                    if any(tokens[(unit, u)] >= tdepth for u in signals):
+                        break
+                    for u in waits:
+                        tokens[(u, unit)] -= 1
+                    self.execute(i, insn)
+                    for u in signals:
+                        tokens[(unit, u)] += 1
+                    q.popleft()
+                    progressed = True
+            if not progressed:
+                if pc >= n and not any(queues.values()):
+                    raise ExecError(f"program must end with finish; it ran off the end after "
+                                    f"insn {n - 1}")
+                raise ExecError("deadlock: " + self._blocked(queues, tokens, pc))
+        left = {k: v for k, v in tokens.items() if v}
+        if left:
+            desc = ", ".join(f"{a.name.lower()}->{b.name.lower()}: {v}"
+                             for (a, b), v in sorted(left.items(), key=lambda kv: str(kv[0])))
+            raise ExecError(f"insn {pc} (finish): token FIFOs must be empty at finish, not "
+                            f"holding {desc} (a signal without a matching wait)")
+        return self.stats
+
+    def _blocked(self, queues, tokens, pc):
+        parts = []
+        for unit in Unit:
+            if not queues[unit]:
+                continue
+            i = queues[unit][0]
+            insn = self.insns[i]
+            need = [u.name.lower() for u in Unit
+                    if insn.wait >> u.value & 1 and tokens[(u, unit)] == 0]
+            full = [u.name.lower() for u in Unit
+                    if insn.signal >> u.value & 1 and tokens[(unit, u)] >= self.cfg.queues.
+                    token_depth]
+            why = (f"waits for a token from {', '.join(need)}" if need
+                   else f"signal FIFO to {', '.join(full)} is full")
+            parts.append(f"{unit.name.lower()} at insn {i} ({insn.op.name.lower()}) {why}")
+        if pc < len(self.insns):
+            parts.append(f"dispatch at insn {pc} ({self.insns[pc].op.name.lower()}) is held")
+        return "; ".join(parts)
+
+    # -- instruction semantics -------------------------------------------------------------------
+    def execute(self, i, insn):
+        self.stats.insns[insn.op.name.lower()] += 1
+        getattr(self, f"_{insn.op.name.lower()}")(i, insn)
+
+    def _dma(self, i, insn, to_sram):
+        a = insn.args
+        buf = Buffer(a["buf"])
+        rows, rb, stride = a["rows"], a["row_bytes"], a["dram_stride"]
+        last = a["dram"] + (rows - 1) * stride + rb
+        if last > len(self.dram):
+            raise ExecError(f"insn {i} ({insn.op.name.lower()}): `dram` range must lie inside "
+                            f"the DRAM image ({len(self.dram)} bytes), not end at {last:#x}")
+        sram = self._mem(i, insn, "sram", buf, a["sram"], (rows, rb), np.uint8)
+        starts = a["dram"] + stride * np.arange(rows)
+        index = starts[:, None] + np.arange(rb)[None, :]
+        if to_sram:
+            sram[...] = self.dram[index]
+            self.stats.dram_read_bytes += rows * rb
+        else:
+            self.dram[index] = sram
+            self.stats.dram_write_bytes += rows * rb
+        self.stats.sram_bytes[buf.name.lower()] += rows * rb
+
+    def _load(self, i, insn):
+        self._dma(i, insn, to_sram=True)
+
+    def _store(self, i, insn):
+        self._dma(i, insn, to_sram=False)
+
+    def _tbl(self, i, insn):
+        a, cfg = insn.args, self.cfg
+        rows, ngroups = a["rows"], a["ngroups"]
+        etype = f"<i{cfg.table_entry_bytes}"
+        if Mode(a["mode"]) is Mode.UNIFORM:
+            g = cfg.pe.group
+            x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, ngroups, g), np.int8)
+            x = x.astype(np.int64)
+            idx = np.arange(1 << g)
+            signs = 2 * ((idx[:, None] >> np.arange(g)) & 1) - 1          # [2^g, g]
+            full = np.einsum("rjg,eg->rje", x, signs)
+            table = full[:, :, 1::2] if cfg.pe.symmetric else full     # H[j] = T[(j<<1)|1]
+            out = self._mem(i, insn, "tbl", Buffer.TABLE, a["tbl"], table.shape, etype)
+            out[...] = table
+            sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), "<i4")
+            sums[...] = x.sum(axis=(1, 2))
+        else:
+            b = a["bits"]
+            g = self._codebook_group(i, insn, b)
+            x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, ngroups, g), np.int8)
+            cb = self._mem(i, insn, "cb", Buffer.CODEBOOK, a["cb"], (ngroups, g, 1 << b),
+                           cfg.centroid_dtype).astype(np.int64)
+            idx = np.arange(1 << (g * b))
+            codes = (idx[:, None] >> (b * np.arange(g))) & ((1 << b) - 1)     # [E, g]
+            # picked[j, e, i] = C_{j,i}[code_i(e)]
+            picked = cb[:, np.arange(g)[None, :], codes]                        # [ngroups, E, g]
+            table = np.einsum("rjg,jeg->rje", x.astype(np.int64), picked)
+            out = self._mem(i, insn, "tbl", Buffer.TABLE, a["tbl"], table.shape, etype)
+            out[...] = table
+        self.stats.table_entries += table.size
+
+    def _codebook_group(self, i, insn, b):
+        try:
+            return self.cfg.codebook_group(b)
+        except UserError as e:
+            raise ExecError(f"insn {i} ({insn.op.name.lower()}): `bits`: {e}") from None
+
+    def _gather(self, i, insn):
+        a = insn.args
+        rows, cols = a["rows"], a["cols"]
+        src = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, cols), np.int8).copy()
+        idx = self._mem(i, insn, "idx", Buffer.CODEBOOK, a["idx"], (cols,), "<u2")
+        if idx.size and idx.max() >= cols:
+            raise ExecError(f"insn {i} (gather): indices must be below cols ({cols}), "
+                            f"not {int(idx.max())}")
+        self._mem(i, insn, "dst", Buffer.ACT, a["dst"], (rows, cols), np.int8)[...] = \
+            src[:, idx]
+
+    def _cbx(self, i, insn):
+        a, cfg = insn.args, self.cfg
+        n, cols, b = a["n"], a["cols"], a["bits"]
+        codes = self._packed(i, insn, "src", Buffer.WEIGHT, a["src"], n * cols, b)
+        cb = self._mem(i, insn, "cb", Buffer.CODEBOOK, a["cb"], (cols, 1 << b),
+                       cfg.centroid_dtype)
+        w = cb[np.arange(cols)[None, :], codes.reshape(n, cols)]
+        self._mem(i, insn, "dst", Buffer.WEIGHT, a["dst"], (n, cols), cfg.centroid_dtype)[...] = w
+
+    def _tiles(self, n):
+        cols = self.cfg.pe.cols
+        return -(-n // cols), cols
+
+    def _lmma(self, i, insn):
+        a, cfg = insn.args, self.cfg
+        rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
+        tiles, cols = self._tiles(n)
+        etype = f"<i{cfg.table_entry_bytes}"
+        if Mode(a["mode"]) is Mode.UNIFORM:
+            g = cfg.pe.group
+            table = self._mem(i, insn, "src", Buffer.TABLE, a["src"],
+                              (rows, kg, cfg.table_entries), etype).astype(np.int64)
+            idx = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"],
+                               tiles * kg * bits * cols, g)
+            idx = idx.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
+            idx = idx.reshape(tiles * cols, kg, bits)[:n]                  # [n, kg, bits]
+            if cfg.pe.symmetric:
+                sign = 2 * (idx & 1) - 1
+                vals = table[:, np.arange(kg)[None, :, None], idx >> 1] * sign
+            else:
+                vals = table[:, np.arange(kg)[None, :, None], idx]     # [rows, n, kg, bits]
+            acc = (vals << np.arange(bits)).sum(axis=(2, 3))
+            self.stats.lookups += rows * n * kg * bits
+        else:
+            b = bits
+            g = self._codebook_group(i, insn, b)
+            table = self._mem(i, insn, "src", Buffer.TABLE, a["src"],
+                              (rows, kg, 1 << (g * b)), etype).astype(np.int64)
+            idx = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], tiles * kg * cols, g * b)
+            idx = idx.reshape(tiles, kg, cols).transpose(0, 2, 1).reshape(tiles * cols, kg)[:n]
+            acc = table[:, np.arange(kg)[None, :], idx].sum(axis=2)
+            self.stats.lookups += rows * n * kg
+        self._accumulate(i, insn, rows, n, acc)
+
+    def _accumulate(self, i, insn, rows, n, acc):
+        dst = self._mem(i, insn, "dst", Buffer.ACC, insn.args["dst"], (rows, n), "<i4")
+        if insn.args["accumulate"]:
+            acc = acc + dst.astype(np.int64)
+        self._acc_store(i, insn, dst, acc)
+
+    def _bsmm(self, i, insn):
+        a, cfg = insn.args, self.cfg
+        rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
+        g = cfg.pe.group
+        x = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, kg * g), np.int8)
+        x = x.astype(np.int64)
+        if Mode(a["mode"]) is Mode.UNIFORM:
+            tiles, cols = self._tiles(n)
+            words = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"],
+                                 tiles * kg * bits * cols, g)
+            words = words.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
+            words = words.reshape(tiles * cols, kg, bits)[:n]
+            planes = (words[..., None] >> np.arange(g)) & 1              # [n, kg, bits, g]
+            w = (planes << np.arange(bits)[:, None]).sum(axis=2).reshape(n, kg * g)
+        else:
+            if bits != cfg.pe.centroid_bits:
+                raise ExecError(f"insn {i} (bsmm): `bits` must be the centroid width "
+                                f"({cfg.pe.centroid_bits}) in codebook mode, not {bits}")
+            w = self._mem(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], (n, kg * g),
+                          cfg.centroid_dtype).astype(np.int64)
+        # Serial over planes in hardware (the MSB plane of a two's-complement centroid is
+        # weighted -2^(b-1)); the sum is the same integer as this product.
+        acc = x @ w.T
+        self.stats.bitserial_steps += rows * n * kg * bits
+        self._accumulate(i, insn, rows, n, acc)
+
+    def _mma(self, i, insn):
+        a, cfg = insn.args, self.cfg
+        rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
+        k = kg * cfg.pe.group
+        x = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, k), np.int8).astype(np.int64)
+        if Mode(a["mode"]) is Mode.UNIFORM:
+            w = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], n * k, bits).reshape(n, k)
+        else:
+            w = self._mem(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], (n, k),
+                          cfg.centroid_dtype).astype(np.int64)
+        self.stats.macs += rows * n * k
+        self._accumulate(i, insn, rows, n, x @ w.T)
+
+    def _vsum(self, i, insn):
+        a = insn.args
+        x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (a["rows"], a["cols"]), np.int8)
+        self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (a["rows"],), "<i4")[...] = \
+            x.astype(np.int64).sum(axis=1)
+        self.stats.vector_ops += x.size
+
+    def _vdeq(self, i, insn):
+        a = insn.args
+        rows, n, deq = a["rows"], a["n"], Deq(a["deq"])
+        acc = self._mem(i, insn, "acc", Buffer.ACC, a["acc"], (rows, n), "<i4").astype(np.int64)
+        nrec = 1 if deq is Deq.BLOCK else n
+        param = self._mem(i, insn, "param", Buffer.SCALE, a["param"], (nrec,), PARAM)
+        if deq is Deq.BLOCK:
+            p = acc
+        else:
+            sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), "<i4")
+            corr = acc - param["zero"].astype(np.int64)[None, :] * sums.astype(np.int64)[:, None]
+            if deq is Deq.LUT:
+                if np.any(corr & 1):
+                    raise ExecError(f"insn {i} (vdeq): LUT partials must be even before the "
+                                    "halving shift, not odd (zero or sums inconsistent)")
+                corr = corr >> 1
+            p = corr
+        y = param["scale"].astype(np.float32)[None, :] * p.astype(np.float32)
+        out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), "<f4")
+        if a["first"]:
+            out[...] = y
+        else:
+            out[...] = out + y
+        self.stats.vector_ops += rows * n
+
+    def _vout(self, i, insn):
+        a = insn.args
+        rows, n, k, count = a["rows"], a["n"], a["k"], a["count"]
+        rec = self._mem(i, insn, "list", Buffer.OUTLIER, a["list"], (count,), OUTLIER)
+        x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, k), np.int8)
+        o = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), "<f4")
+        if a["first"]:
+            o[...] = 0.0
+        if count and (rec["n"].max() >= n or rec["k"].max() >= k):
+            raise ExecError(f"insn {i} (vout): outlier records must have n < {n} and k < {k}, "
+                            f"not n={int(rec['n'].max())}, k={int(rec['k'].max())}")
+        v = rec["v"].astype(np.float32)
+        xs = x[:, rec["k"]].astype(np.float32)                          # [rows, count]
+        # In list order, one record at a time: the float32 sum order is the contract, and
+        # ufunc.at applies repeated indices one after another in index order.
+        np.add.at(o, (slice(None), rec["n"].astype(np.int64)), xs * v)
+        self.stats.vector_ops += rows * count
+
+    def _vscale(self, i, insn):
+        a = insn.args
+        rows, n = a["rows"], a["n"]
+        out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), "<f4")
+        s = self._mem(i, insn, "scale", Buffer.SCALE, a["scale"], (rows,), "<f4")
+        if a["add"]:
+            o = self._mem(i, insn, "corr", Buffer.OUT, a["corr"], (rows, n), "<f4")
+            out[...] = (out + o) * s[:, None]
+        else:
+            out[...] = out * s[:, None]
+        self.stats.vector_ops += rows * n
+
+
+def run(config, program):
+    """Execute `program`; return (dram image after the run, stats)."""
+    ex = Executor(config, program)
+    stats = ex.run()
+    return ex.dram, stats
