@@ -414,7 +414,8 @@ def test_quantize_codebooks_contract():
     # Permuted order [2, 0, 1, 3]: blocks {2} (1-bit), {0, 1}, {3}. Column 2's 9.0s are unused.
     assert gm.codebook_layout(bits, 2).block_of_col.tolist() == [1, 1, 0, 2]
     assert scale.dtype == np.float32
-    assert scale.tolist() == [1.0, np.float32(2.0) / np.float32(127), np.float32(4) / np.float32(127)]
+    f32 = np.float32
+    assert scale.tolist() == [1.0, f32(2.0) / f32(127), f32(4.0) / f32(127)]
     assert cq[2].tolist() == [0, 0, 0, 0]  # zero block: scale 1.0, centroids 0, unused entries 0
     assert cq[0].tolist() == [32, -64, 127, 16] and cq[3].tolist() == [-127, 32, 95, 3]
     rng = np.random.default_rng(0)
