@@ -1,0 +1,190 @@
+"""Choosing the output tile (mr tokens x nw outputs) of a layer: what fits, and what it costs.
+
+The cost model is a per-unit roofline of the loop nest in `compiler.lower`: cycles of the PE
+array, the table unit, the vector unit and the DRAM port for a tiling, the slowest of which bounds
+the run because the decoupled queues overlap the others. Among the tilings whose double-buffered
+slots fit every scratchpad, `choose` takes the one with the fewest estimated cycles, then the
+fewest instructions.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+from arch import packing
+from compiler.plan import LoweringError
+from sim.executor import OUTLIER, PARAM
+
+MAX_ROWS = 255          # `tbl` and `vout` carry 8-bit row counts
+MAX_N = 8191            # scale records of one n-block travel in one DMA row (65535 bytes)
+MAX_VOUT = 4095         # 12-bit record count
+
+
+@dataclass(frozen=True)
+class Tiling:
+    mr: int             # token rows per output tile
+    nw: int             # outputs per output tile
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _weight_bytes(plan, config, ks, n):
+    """Bytes of one k-step's weight image for n outputs, padded as the DMA moves it."""
+    from compiler.lower import dma_shape
+    pe = config.pe
+    lanes = -(-n // pe.cols) * pe.cols
+    if plan.kind == "uniform" and pe.kind in ("lut", "bitserial"):
+        nbytes = packing.packed_bytes(lanes * ks.kgroups * ks.bits, ks.g)   # plane words
+    elif plan.kind == "codebook" and pe.kind == "lut":
+        nbytes = packing.packed_bytes(lanes * ks.kgroups, ks.g * ks.bits)   # table indices
+    else:
+        nbytes = packing.packed_bytes(n * ks.width, ks.bits)                # plain codes
+    rows, row_bytes = dma_shape(nbytes)
+    return rows * row_bytes
+
+
+def slot_bytes(plan, config, mr, nw):
+    """Bytes of one slot of each double-buffered region for tile (mr, nw)."""
+    pe = config.pe
+    wmax = max(ks.width for ks in plan.ksteps)
+    out = {"act": mr * wmax,
+           "weight_one": max(_weight_bytes(plan, config, ks, nw) for ks in plan.ksteps),
+           "acc": 4 * mr * nw, "out": 4 * mr * nw}
+    if pe.kind == "lut":
+        def entries(ks):
+            return (config.table_entries if plan.kind == "uniform"
+                    else 1 << (ks.g * ks.bits))
+        out["table_one"] = max(mr * ks.kgroups * entries(ks) * config.table_entry_bytes
+                               for ks in plan.ksteps)
+    if plan.kind == "codebook":
+        out["codebook_one"] = max(ks.width * (1 << ks.bits) * pe.centroid_bits // 8
+                                  for ks in plan.ksteps)
+        if pe.kind != "lut":
+            out["expanded_one"] = nw * wmax * pe.centroid_bits // 8
+    half = config.sram.bytes("outlier") // 2 // OUTLIER.itemsize
+    out["outlier"] = min(MAX_VOUT, half) * OUTLIER.itemsize
+    return out
+
+
+def buffer_pieces(plan, config, mr, nw):
+    """The regions each scratchpad holds for tile (mr, nw): {buffer: [bytes of one slot, ...]};
+    every region is double-buffered. `compiler.lower` allocates exactly these."""
+    need = slot_bytes(plan, config, mr, nw)
+    pe = config.pe
+    has_outliers = plan.ol_vals is not None and len(plan.ol_vals) > 0
+    pieces = {
+        "act": [need["act"]],
+        "table": [4 * mr] + ([need["table_one"]] if pe.kind == "lut" else []),
+        "weight": [need["weight_one"]] + ([need["expanded_one"]] if "expanded_one" in need
+                                          else []),
+        "codebook": [need["codebook_one"]] if plan.kind == "codebook" else [],
+        "scale": [PARAM.itemsize * (nw if plan.kind == "uniform" else 1), 4 * mr],
+        "acc": [need["acc"]],
+        "out": [need["out"], need["out"]],
+        "outlier": [need["outlier"]] if has_outliers else [],
+    }
+    return pieces
+
+
+def fits(plan, config, mr, nw):
+    """None if tile (mr, nw) fits every scratchpad twice over, else the first that overflows."""
+    for buf, pieces in buffer_pieces(plan, config, mr, nw).items():
+        if sum(2 * align(p) for p in pieces) > config.sram.bytes(buf):
+            return buf
+    return None
+
+
+def align(n, a=16):
+    return -(-n // a) * a
+
+
+def check(plan, config, m, tile):
+    if not 1 <= tile.mr <= min(m, MAX_ROWS) or not 1 <= tile.nw <= min(plan.n, MAX_N):
+        raise LoweringError(f"layer `{plan.name}`: tiling must have 1 <= mr <= "
+                            f"{min(m, MAX_ROWS)} and 1 <= nw <= {min(plan.n, MAX_N)}, "
+                            f"not mr={tile.mr}, nw={tile.nw}")
+    over = fits(plan, config, tile.mr, tile.nw)
+    if over:
+        raise LoweringError(f"layer `{plan.name}`: tiling mr={tile.mr}, nw={tile.nw} must fit "
+                            f"the {over} buffer twice over ({config.source}), not overflow it")
+
+
+def _candidates(limit, step):
+    out, v = set(), step
+    while v < limit:
+        out.add(v)
+        v *= 2
+    out.add(limit)
+    out.update(c for c in (1, 2, 4, 8) if c <= limit)
+    return sorted(out)
+
+
+def choose(plan, config, m):
+    """The cheapest tiling that fits. Raises `LoweringError` if none does."""
+    pe = config.pe
+    best = None
+    for mr in _candidates(min(m, MAX_ROWS), pe.rows if pe.kind != "mac" else 1):
+        for nw in _candidates(min(plan.n, MAX_N), pe.cols):
+            if fits(plan, config, mr, nw):
+                continue
+            est = estimate(plan, config, m, Tiling(mr, nw))
+            key = (est["cycles"], est["instructions_est"], -mr * nw)
+            if best is None or key < best[0]:
+                best = (key, Tiling(mr, nw))
+    if best is None:
+        over = fits(plan, config, 1, min(plan.n, pe.cols))
+        raise LoweringError(f"layer `{plan.name}` (K={plan.k}, widest k-step "
+                            f"{max(ks.width for ks in plan.ksteps)} columns): no tiling fits; "
+                            f"the {over} buffer of {config.source} must hold one 1 x "
+                            f"{min(plan.n, pe.cols)} tile twice over")
+    return best[1]
+
+
+def estimate(plan, config, m, tile):
+    """Per-unit cycles, DRAM bytes and instruction count of the loop nest for `tile`."""
+    pe, t = config.pe, config.timing
+    mr, nw = tile.mr, tile.nw
+    row_blocks = [min(mr, m - m0) for m0 in range(0, m, mr)]
+    col_blocks = [min(nw, plan.n - n0) for n0 in range(0, plan.n, nw)]
+    nmb, nnb = len(row_blocks), len(col_blocks)
+    matmul = table = vector = 0
+    for rows in row_blocks:
+        for n in col_blocks:
+            for ks in plan.ksteps:
+                if pe.kind == "mac":
+                    # weight-stationary folds of rows(K) x cols(N); each streams `rows` tokens
+                    folds = math.ceil(ks.width / pe.rows) * math.ceil(n / pe.cols)
+                    matmul += folds * (2 * pe.rows + pe.cols + rows - 2)
+                else:
+                    planes = ks.bits if plan.kind == "uniform" else (
+                        1 if pe.kind == "lut" else pe.centroid_bits)
+                    matmul += (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * ks.kgroups
+                               * planes * t.pe_ii)
+                if pe.kind == "lut":
+                    table += rows * ks.kgroups * t.table_ii
+                vector += math.ceil(rows * n / t.vector_lanes)
+            vector += math.ceil(rows * n / t.vector_lanes)
+    weight_bytes = sum(_weight_bytes(plan, config, ks, n) for n in col_blocks
+                       for ks in plan.ksteps) * nmb
+    x_bytes = m * plan.kp * nnb
+    param_bytes = (PARAM.itemsize * plan.n * len(plan.ksteps) if plan.kind == "uniform"
+                   else PARAM.itemsize * len(plan.ksteps) * nnb) * nmb
+    cb_bytes = 0
+    if plan.kind == "codebook":
+        cb_bytes = sum(ks.width * (1 << ks.bits) * pe.centroid_bits // 8
+                       for ks in plan.ksteps) * nmb * nnb
+    nnz = 0 if plan.ol_vals is None else len(plan.ol_vals)
+    ol_bytes = OUTLIER.itemsize * nnz * nmb
+    y_bytes = 4 * m * plan.n
+    dram = {"weights": weight_bytes, "activations": x_bytes + 4 * m, "params": param_bytes,
+            "codebooks": cb_bytes, "outliers": ol_bytes, "outputs": y_bytes}
+    dram_bytes = sum(dram.values())
+    dram_cycles = math.ceil(dram_bytes / config.dram_bytes_per_cycle)
+    per_kstep = 5 + (1 if plan.kind == "codebook" else 0) + (1 if pe.kind == "lut" or
+                                                               plan.kind == "uniform" else 0)
+    insns = nmb * (1 + nnb * (2 + len(plan.ksteps) * per_kstep))
+    loads = nmb * (1 + nnb * len(plan.ksteps) * 3)
+    units = {"matmul": matmul, "table": table, "vector": vector, "dram": dram_cycles,
+             "dispatch": loads * t.dma_setup}
+    return {"cycles": max(units.values()), "unit_cycles": units, "dram_bytes": dram,
+            "instructions_est": insns, "lookups": matmul if pe.kind == "lut" else 0}
