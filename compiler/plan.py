@@ -73,6 +73,7 @@ class Plan:
     ol_rows: np.ndarray = None
     ol_cols: np.ndarray = None
     ol_vals: np.ndarray = None
+    _lowered_codes: np.ndarray = None
 
     # -- host side ------------------------------------------------------------------------------
     def lower_activations(self, xq):
@@ -85,9 +86,13 @@ class Plan:
 
     def kstep_codes(self, kstep, n0, n1):
         """Codes [n1-n0, width] of one k-step in lowered order, padding columns zero."""
-        out = np.zeros((n1 - n0, kstep.width), np.int64)
-        out[:, :len(kstep.cols)] = self.codes[n0:n1][:, kstep.cols]
-        return out
+        if self._lowered_codes is None:
+            codes, src = self.codes, self.src_col
+            if (src < 0).any():          # padding columns read an appended zero column
+                codes = np.concatenate([codes, np.zeros((self.n, 1), codes.dtype)], axis=1)
+                src = np.where(src < 0, self.k, src)
+            self._lowered_codes = np.take(codes, src, axis=1)   # far faster than codes[:, src]
+        return self._lowered_codes[n0:n1, kstep.offset:kstep.offset + kstep.width]
 
     # -- the golden result of the same computation ----------------------------------------------
     def golden(self, xq, sx, outliers=True):
@@ -97,7 +102,7 @@ class Plan:
         parts = []
         for ks in self.ksteps:
             xs = xl[:, ks.offset:ks.offset + ks.width].astype(np.int64)
-            w = self.kstep_codes(ks, 0, self.n)
+            w = self.kstep_codes(ks, 0, self.n).astype(np.int64)
             if self.kind == "uniform":
                 w = w - self.zeros[:, ks.index][:, None].astype(np.int64)
                 w[:, len(ks.cols):] = 0
@@ -157,7 +162,7 @@ def plan_layer(layer, config, block_size=128):
     for ks in ksteps:
         src_col[ks.offset:ks.offset + len(ks.cols)] = ks.cols
     plan = Plan(layer.name, layer.kind, n, k, offset, ksteps, src_col,
-                np.asarray(layer.codes, np.int64), pe.kind)
+                np.asarray(layer.codes, np.uint8), pe.kind)
     if layer.kind == "uniform":
         plan.scales = np.asarray(layer.scales, np.float32)
         plan.zeros = np.asarray(layer.zeros, np.int64)
@@ -182,15 +187,18 @@ def _planes(codes, bits, g):
     """[n, kgroups, bits] words of g bits: bit i = bit p of the code of column j*g + i."""
     n, width = codes.shape
     c = codes.reshape(n, width // g, g)
-    planes = (c[:, :, None, :] >> np.arange(bits)[None, None, :, None]) & 1
-    return (planes << np.arange(g)).sum(axis=-1)
+    words = np.zeros((n, width // g, bits), np.uint8)
+    for p in range(bits):
+        for i in range(g):
+            words[:, :, p] |= ((c[:, :, i] >> p) & 1) << i
+    return words
 
 
 def _lane_major(words, cols):
     """Order [n, a, (b)] words as (tile, a, (b), lane) over tiles of `cols` lanes."""
     n = words.shape[0]
     tiles = -(-n // cols)
-    padded = np.zeros((tiles * cols,) + words.shape[1:], np.int64)
+    padded = np.zeros((tiles * cols,) + words.shape[1:], words.dtype)
     padded[:n] = words
     padded = padded.reshape((tiles, cols) + words.shape[1:])
     return np.moveaxis(padded, 1, -1).ravel()
@@ -200,14 +208,14 @@ def weight_image(plan, config, kstep, n0, n1):
     """uint8 bytes of the weights of rows [n0, n1) of one k-step, in the layout the matmul (or
     `cbx`) instruction reads (see `sim.executor`)."""
     pe = config.pe
-    codes = plan.kstep_codes(kstep, n0, n1)
+    codes = plan.kstep_codes(kstep, n0, n1)           # uint8: every index below fits 8 bits
     b, g = kstep.bits, kstep.g
     if plan.kind == "uniform":
         if pe.kind == "lut":
             idx = _planes(codes, b, g)
             if pe.symmetric:
                 sign, stored = golden.invert_index(idx, g)
-                idx = sign | stored << 1
+                idx = (sign | stored << 1).astype(np.uint8)
             return packing.pack(_lane_major(idx, pe.cols), g)
         if pe.kind == "bitserial":
             return packing.pack(_lane_major(_planes(codes, b, g), pe.cols), g)
@@ -215,7 +223,9 @@ def weight_image(plan, config, kstep, n0, n1):
     if pe.kind == "lut":
         n, width = codes.shape
         c = codes.reshape(n, width // g, g)
-        idx = (c << (b * np.arange(g))).sum(axis=-1)
+        idx = np.zeros((n, width // g), np.uint8)
+        for i in range(g):
+            idx |= c[:, :, i] << (b * i)
         return packing.pack(_lane_major(idx, pe.cols), g * b)
     return packing.pack(codes, b)           # expanded on chip by `cbx`
 

@@ -140,32 +140,42 @@ def choose(plan, config, m):
     return best[1]
 
 
+def _block_sizes(total, step):
+    """{block size: how many} of `total` split into blocks of `step`."""
+    sizes = {step: total // step} if total >= step else {}
+    if total % step:
+        sizes[total % step] = sizes.get(total % step, 0) + 1
+    return sizes
+
+
 def estimate(plan, config, m, tile):
     """Per-unit cycles, DRAM bytes and instruction count of the loop nest for `tile`."""
     pe, t = config.pe, config.timing
     mr, nw = tile.mr, tile.nw
-    row_blocks = [min(mr, m - m0) for m0 in range(0, m, mr)]
-    col_blocks = [min(nw, plan.n - n0) for n0 in range(0, plan.n, nw)]
-    nmb, nnb = len(row_blocks), len(col_blocks)
+    # blocks come in at most two sizes (full and last): sum over sizes x multiplicity
+    row_blocks = _block_sizes(m, mr)
+    col_blocks = _block_sizes(plan.n, nw)
+    nmb, nnb = sum(row_blocks.values()), sum(col_blocks.values())
     matmul = table = vector = 0
-    for rows in row_blocks:
-        for n in col_blocks:
+    for rows, rcount in row_blocks.items():
+        for n, ncount in col_blocks.items():
+            times = rcount * ncount
             for ks in plan.ksteps:
                 if pe.kind == "mac":
                     # weight-stationary folds of rows(K) x cols(N); each streams `rows` tokens
                     folds = math.ceil(ks.width / pe.rows) * math.ceil(n / pe.cols)
-                    matmul += folds * (2 * pe.rows + pe.cols + rows - 2)
+                    matmul += times * folds * (2 * pe.rows + pe.cols + rows - 2)
                 else:
                     planes = ks.bits if plan.kind == "uniform" else (
                         1 if pe.kind == "lut" else pe.centroid_bits)
-                    matmul += (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * ks.kgroups
-                               * planes * t.pe_ii)
+                    matmul += times * (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols)
+                                       * ks.kgroups * planes * t.pe_ii)
                 if pe.kind == "lut":
-                    table += rows * ks.kgroups * t.table_ii
-                vector += math.ceil(rows * n / t.vector_lanes)
-            vector += math.ceil(rows * n / t.vector_lanes)
-    weight_bytes = sum(_weight_bytes(plan, config, ks, n) for n in col_blocks
-                       for ks in plan.ksteps) * nmb
+                    table += times * rows * ks.kgroups * t.table_ii
+                vector += times * math.ceil(rows * n / t.vector_lanes)
+            vector += times * math.ceil(rows * n / t.vector_lanes)
+    weight_bytes = sum(count * _weight_bytes(plan, config, ks, n)
+                       for n, count in col_blocks.items() for ks in plan.ksteps) * nmb
     x_bytes = m * plan.kp * nnb
     param_bytes = (PARAM.itemsize * plan.n * len(plan.ksteps) if plan.kind == "uniform"
                    else PARAM.itemsize * len(plan.ksteps) * nnb) * nmb
