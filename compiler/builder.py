@@ -20,6 +20,8 @@ from arch import isa
 from arch.isa import Insn, Opcode
 from arch.program import Program
 
+BUCKET = 4096      # bytes per bucket of the access index: overlap checks stay local
+
 
 @dataclass(frozen=True)
 class Region:
@@ -50,18 +52,23 @@ class ProgramBuilder:
     def __len__(self):
         return len(self._insns)
 
+    def _buckets(self, region):
+        lo, hi = region.lo // BUCKET, max(region.lo, region.hi - 1) // BUCKET
+        return [(region.space, b) for b in range(lo, hi + 1)]
+
     def emit(self, op, reads=(), writes=(), **fields):
         index = len(self._insns)
         unit = isa.UNIT_OF[op]
         deps = {}                     # producer unit -> newest producer index
         for region, is_write in [(r, False) for r in reads] + [(w, True) for w in writes]:
-            for other, j, other_write in self._accesses.get(region.space, ()):
-                if not (is_write or other_write) or not region.overlaps(other):
-                    continue
-                punit = self._units[j]
-                if punit is None or punit == unit:
-                    continue
-                deps[punit] = max(deps.get(punit, -1), j)
+            for key in self._buckets(region):
+                for other, j, other_write in self._accesses.get(key, ()):
+                    if not (is_write or other_write) or not region.overlaps(other):
+                        continue
+                    punit = self._units[j]
+                    if punit is None or punit == unit:
+                        continue
+                    deps[punit] = max(deps.get(punit, -1), j)
         wait = 0
         for punit, j in deps.items():
             if self._covered.get((punit, unit), -1) >= j:
@@ -73,12 +80,15 @@ class ProgramBuilder:
         self._insns.append([op, fields, wait, 0])
         self._units.append(unit)
         for region, is_write in [(r, False) for r in reads] + [(w, True) for w in writes]:
-            bucket = self._accesses.setdefault(region.space, [])
-            if is_write:
-                # a write supersedes earlier accesses it fully covers
+            for key in self._buckets(region):
+                bucket = self._accesses.setdefault(key, [])
+                # A newer access supersedes older ones it covers: a write covers everything
+                # (later hazards are ordered through it), a read covers reads of its own unit
+                # (its unit ran them first).
                 bucket[:] = [a for a in bucket
-                             if not (a[0].lo >= region.lo and a[0].hi <= region.hi)]
-            bucket.append((region, index, is_write))
+                             if not (a[0].lo >= region.lo and a[0].hi <= region.hi
+                                     and (is_write or (not a[2] and self._units[a[1]] == unit)))]
+                bucket.append((region, index, is_write))
         return index
 
     def finish(self):
