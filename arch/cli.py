@@ -19,8 +19,9 @@ def register(sub):
                    help="check addresses against this config's scratchpads")
     p.set_defaults(func=asm)
 
-    p = sub.add_parser("disasm", help="print a binary program as assembly")
-    p.add_argument("program", metavar="FILE.bin")
+    p = sub.add_parser("disasm", help="print a program (.prog from compile, or raw .bin words) "
+                       "as assembly")
+    p.add_argument("program", metavar="FILE")
     p.add_argument("-n", "--numbered", action="store_true", help="prefix instruction indices")
     p.set_defaults(func=disasm)
 
@@ -57,7 +58,12 @@ def asm(args):
 
 def disasm(args):
     from arch import isa
-    words = isa.from_bytes(_read(args.program, binary=True), source=args.program)
+    from arch.program import Program
+    blob = _read(args.program, binary=True)
+    if len(blob) > 8 and blob[8:9] == b"{":       # a safetensors program file from `compile`
+        words = Program.load(args.program).words
+    else:
+        words = isa.from_bytes(blob, source=args.program)
     try:
         text = isa.disassemble(words, numbered=args.numbered)
     except isa.IsaError as e:

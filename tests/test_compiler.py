@@ -258,3 +258,16 @@ def test_corrupted_word_is_rejected():
     words[3] |= 1 << 127
     with pytest.raises(isa.IsaError, match=r"insn 3 \(\w+\): `reserved` must be zero"):
         Executor(cfg, Program(words, compiled.program.dram, compiled.program.symbols))
+
+
+def test_cli_disasm_reads_compiled_programs(cli, tmp_path):
+    rng = np.random.default_rng(9)
+    compiled = lower(uniform_layer(rng, 16, 32, 2, group_size=32), CONFIGS["lut"], 1)
+    path = compiled.program.save(tmp_path / "u.prog")
+    r = cli("disasm", path)
+    assert r.returncode == 0, r.stderr
+    assert isa.assemble(r.stdout) == compiled.program.words
+    bad = tmp_path / "bad.prog"
+    bad.write_bytes(path.read_bytes()[:40])
+    r = cli("disasm", bad)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
