@@ -97,6 +97,7 @@ class Dram:
     gbps: float                  # sustained bandwidth, GB/s (1e9 bytes per second)
     latency_ns: float            # first-byte latency of a request
     burst_bytes: int             # transfer granularity: requests round up to whole bursts
+    outstanding: int = 8         # DMA requests one unit may have in flight (latency hiding)
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,7 @@ def validate(cfg):
     if cfg.dram.latency_ns < 0:
         _fail(src, "dram.latency_ns", "zero or positive", cfg.dram.latency_ns)
     pow2("dram.burst_bytes", cfg.dram.burst_bytes)
+    positive("dram.outstanding", cfg.dram.outstanding)
     positive("clock_mhz", cfg.clock_mhz)
     for f in dataclasses.fields(Energy):
         if getattr(cfg.energy, f.name) < 0:

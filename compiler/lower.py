@@ -38,7 +38,6 @@ from compiler.builder import ProgramBuilder, Region
 from compiler.plan import codebook_image, plan_layer, weight_image
 from sim.executor import OUTLIER, PARAM
 
-MATMUL_OP = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
 MAX_DMA_ROW = 32768          # bytes per DMA row we use (the field allows 65535)
 MAX_DMA_ROWS = 4095
 
@@ -287,7 +286,7 @@ def _emit(plan, cfg, m, tile):
                 else:
                     mode = Mode.CODEBOOK
                     mm_bits = ks.bits if pe.kind == "lut" else pe.centroid_bits
-                b.emit(MATMUL_OP[pe.kind],
+                b.emit(tiling_mod.MATMUL_OP[pe.kind],
                        reads=[R(Buffer.TABLE if pe.kind == "lut" else Buffer.ACT, src, src_bytes),
                               R(Buffer.WEIGHT, mm_w, wlen)],
                        writes=[R(Buffer.ACC, acc_slot, 4 * rows * n)],

@@ -7,13 +7,14 @@ slots fit every scratchpad, `choose` takes the one with the fewest estimated cyc
 fewest instructions.
 """
 
-import math
 from dataclasses import asdict, dataclass
 
-from arch import packing
+from arch import packing, timing
+from arch.isa import Mode, Opcode
 from compiler.plan import LoweringError
 from sim.executor import OUTLIER, PARAM
 
+MATMUL_OP = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
 MAX_ROWS = 255          # `tbl` and `vout` carry 8-bit row counts
 MAX_N = 8191            # scale records of one n-block travel in one DMA row (65535 bytes)
 MAX_VOUT = 4095         # 12-bit record count
@@ -161,19 +162,15 @@ def estimate(plan, config, m, tile):
         for n, ncount in col_blocks.items():
             times = rcount * ncount
             for ks in plan.ksteps:
-                if pe.kind == "mac":
-                    # weight-stationary folds of rows(K) x cols(N); each streams `rows` tokens
-                    folds = math.ceil(ks.width / pe.rows) * math.ceil(n / pe.cols)
-                    matmul += times * folds * (2 * pe.rows + pe.cols + rows - 2)
-                else:
-                    planes = ks.bits if plan.kind == "uniform" else (
-                        1 if pe.kind == "lut" else pe.centroid_bits)
-                    matmul += times * (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols)
-                                       * ks.kgroups * planes * t.pe_ii)
+                op = MATMUL_OP[pe.kind]
+                mode = Mode.UNIFORM if plan.kind == "uniform" else Mode.CODEBOOK
+                planes = timing.matmul_planes(config, op, mode, ks.bits)
+                matmul += times * (timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
+                                   + t.pe_latency)
                 if pe.kind == "lut":
-                    table += times * rows * ks.kgroups * t.table_ii
-                vector += times * math.ceil(rows * n / t.vector_lanes)
-            vector += times * math.ceil(rows * n / t.vector_lanes)
+                    table += times * (rows * ks.kgroups * t.table_ii + t.table_latency)
+                vector += times * timing.vector_cycles(config, rows * n)
+            vector += times * timing.vector_cycles(config, rows * n)
     weight_bytes = sum(count * _weight_bytes(plan, config, ks, n)
                        for n, count in col_blocks.items() for ks in plan.ksteps) * nmb
     x_bytes = m * plan.kp * nnb
@@ -189,7 +186,7 @@ def estimate(plan, config, m, tile):
     dram = {"weights": weight_bytes, "activations": x_bytes + 4 * m, "params": param_bytes,
             "codebooks": cb_bytes, "outliers": ol_bytes, "outputs": y_bytes}
     dram_bytes = sum(dram.values())
-    dram_cycles = math.ceil(dram_bytes / config.dram_bytes_per_cycle)
+    dram_cycles = timing.dram_transfer_cycles(config, dram_bytes)
     per_kstep = 5 + (1 if plan.kind == "codebook" else 0) + (1 if pe.kind == "lut" or
                                                                plan.kind == "uniform" else 0)
     insns = nmb * (1 + nnb * (2 + len(plan.ksteps) * per_kstep))

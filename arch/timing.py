@@ -1,0 +1,116 @@
+"""What one instruction costs: cycles on its unit and the events it causes (for energy).
+
+One definition, read by the SimPy cycle model (`sim.cycle`), the compiler's cost model
+(`compiler.tiling`) and the roofline, so they cannot drift apart. The cycle counts are closed
+forms of the PE pipeline with the latencies and initiation intervals of `config.timing`, which
+the RTL tests measure (DESIGN.md section 9: one event per instruction, not per tile).
+
+- LUT array: `ceil(rows / pe.rows) * ceil(n / pe.cols)` tiles, each `kgroups` table groups deep,
+  one bit plane per `pe_ii` cycles (uniform: `bits` planes; codebook: one lookup per group),
+  plus the pipeline depth once per instruction.
+- Bit-serial array: the same walk with `bits` planes (the centroid width in codebook mode).
+- MAC array (weight-stationary, as SCALE-Sim v3 models it): `ceil(K / R) * ceil(n / C)` folds,
+  each `2R + C + rows - 2` cycles (weight preload R, skew R - 1, stream `rows`, drain C - 1).
+- Table unit: one table (one row, one group) per `table_ii` cycles.
+- Vector unit: `vector_lanes` elements per cycle plus its pipeline depth.
+- DMA: `dma_setup` cycles on the unit; DRAM latency; the bytes rounded up to whole bursts at the
+  DRAM's bytes per cycle.
+"""
+
+import math
+
+from arch.isa import Mode, Opcode
+
+
+def matmul_cycles(config, op, rows, n, kgroups, planes):
+    """Cycles of one matmul instruction on the PE array (without pipeline fill)."""
+    pe, t = config.pe, config.timing
+    if op is Opcode.MMA:
+        k = kgroups * pe.group
+        return math.ceil(k / pe.rows) * math.ceil(n / pe.cols) * (2 * pe.rows + pe.cols
+                                                                    + rows - 2)
+    return math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * kgroups * planes * t.pe_ii
+
+
+def matmul_planes(config, op, mode, bits):
+    """Bit planes a matmul walks: uniform `bits`; codebook 1 lookup (lut) or the centroid width
+    (bit-serial)."""
+    if mode is Mode.UNIFORM or op is Opcode.MMA:
+        return bits
+    return 1 if op is Opcode.LMMA else config.pe.centroid_bits
+
+
+def dram_bytes(config, rows, row_bytes):
+    """Bytes a DMA moves on the DRAM bus: each row rounded up to whole bursts."""
+    burst = config.dram.burst_bytes
+    return rows * math.ceil(row_bytes / burst) * burst
+
+
+def dram_transfer_cycles(config, nbytes):
+    return math.ceil(nbytes / config.dram_bytes_per_cycle)
+
+
+def vector_cycles(config, elements):
+    t = config.timing
+    return math.ceil(elements / t.vector_lanes) + t.vector_latency
+
+
+def unit_cycles(config, insn):
+    """Cycles the instruction occupies its unit (DMA: the setup only; the transfer is the DRAM
+    port's, see `dram_transfer_cycles`)."""
+    a, t, pe = insn.args, config.timing, config.pe
+    op = insn.op
+    if op in (Opcode.LOAD, Opcode.STORE):
+        return t.dma_setup
+    if op is Opcode.TBL:
+        return a["rows"] * a["ngroups"] * t.table_ii + t.table_latency
+    if op is Opcode.GATHER:
+        return math.ceil(a["rows"] * a["cols"] / pe.cols) + t.table_latency
+    if op is Opcode.CBX:
+        return math.ceil(a["n"] * a["cols"] / pe.cols) + t.table_latency
+    if op in (Opcode.LMMA, Opcode.BSMM, Opcode.MMA):
+        planes = matmul_planes(config, op, Mode(a["mode"]), a["bits"])
+        return matmul_cycles(config, op, a["rows"], a["n"], a["kgroups"], planes) + t.pe_latency
+    if op is Opcode.VSUM:
+        return vector_cycles(config, a["rows"] * a["cols"])
+    if op in (Opcode.VDEQ, Opcode.VSCALE):
+        return vector_cycles(config, a["rows"] * a["n"])
+    if op is Opcode.VOUT:
+        return vector_cycles(config, a["rows"] * a["count"])
+    return 1                                         # nop, finish
+
+
+def events(config, insn):
+    """Counts of the energy table's events that `insn` causes: {energy field: count}."""
+    a, pe = insn.args, config.pe
+    op = insn.op
+    ev = {}
+    if op in (Opcode.LOAD, Opcode.STORE):
+        ev["dram_byte_pj"] = dram_bytes(config, a["rows"], a["row_bytes"])
+        ev["sram_byte_pj"] = a["rows"] * a["row_bytes"]
+    elif op is Opcode.TBL:
+        if Mode(a["mode"]) is Mode.UNIFORM:
+            entries = config.table_entries
+        else:
+            entries = 1 << (config.codebook_group(a["bits"]) * a["bits"])
+        ev["table_entry_pj"] = a["rows"] * a["ngroups"] * entries
+        ev["sram_byte_pj"] = a["rows"] * a["ngroups"] * entries * config.table_entry_bytes
+    elif op in (Opcode.LMMA, Opcode.BSMM, Opcode.MMA):
+        planes = matmul_planes(config, op, Mode(a["mode"]), a["bits"])
+        lanes = a["rows"] * a["n"] * a["kgroups"]
+        if op is Opcode.LMMA:
+            ev["lookup_pj"] = lanes * planes
+        elif op is Opcode.BSMM:
+            ev["bitserial_step_pj"] = lanes * planes
+        else:
+            ev["mac_pj"] = lanes * pe.group
+        ev["sram_byte_pj"] = 4 * a["rows"] * a["n"]
+    elif op in (Opcode.VSUM, Opcode.VDEQ, Opcode.VSCALE, Opcode.VOUT, Opcode.GATHER,
+                Opcode.CBX):
+        count = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
+                 Opcode.VSCALE: ("rows", "n"), Opcode.VOUT: ("rows", "count"),
+                 Opcode.GATHER: ("rows", "cols"), Opcode.CBX: ("n", "cols")}[op]
+        elements = a[count[0]] * a[count[1]]
+        ev["vector_op_pj"] = elements
+        ev["sram_byte_pj"] = 4 * elements
+    return ev
