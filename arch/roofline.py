@@ -1,0 +1,108 @@
+"""Roofline estimates: the closed-form bound of a layer on an accelerator config or on a GPU.
+
+Accelerator: `ops` is the layer's multiply-accumulates, M*N*K. The PE array's peak in MACs per
+cycle follows from its kind and the weight format:
+- LUT, uniform b bits: rows*cols lanes each resolve g weights of one bit plane per cycle, so
+  rows*cols*g/b MACs per cycle; LUT, codebook: one lookup resolves g columns of any width,
+  rows*cols*g per cycle (g = index_bits // b).
+- bit-serial: rows*cols*group/b (b = weight bits, or the centroid width for codebooks).
+- MAC: rows*cols.
+The memory side is the minimum DRAM traffic: the weights once (as stored, with codebooks,
+scales and outliers), the activations once, the outputs once. The bound is the larger of the
+two times; `roofline_fraction` of a simulation is bound / simulated cycles.
+
+GPU: the same layer as a dense GEMM with dequantized weights, `time = max(2*ops / (peak *
+compute_eff), bytes / (bandwidth * bandwidth_eff)) + launch_floor`, with the efficiency terms
+calibrated by the user from a few measurements (`arch/gpus.yaml`).
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bitlut.errors import UserError
+
+GPU_FILE = Path(__file__).parent / "gpus.yaml"
+
+
+def peak_macs_per_cycle(config, kind, bits):
+    """MACs per cycle of the PE array for weights of `kind` ("uniform" | "codebook") and
+    `bits` bits (the average for mixed precision)."""
+    pe = config.pe
+    lanes = pe.rows * pe.cols
+    if pe.kind == "mac":
+        return lanes
+    if pe.kind == "lut":
+        if kind == "codebook":
+            return lanes * max(1, pe.index_bits // max(1, round(bits)))
+        return lanes * pe.group / bits
+    planes = bits if kind == "uniform" else pe.centroid_bits
+    return lanes * pe.group / planes
+
+
+@dataclass(frozen=True)
+class Bound:
+    ops: int                 # MACs
+    dram_bytes: int
+    compute_cycles: float
+    memory_cycles: float
+
+    @property
+    def cycles(self):
+        return max(self.compute_cycles, self.memory_cycles)
+
+    @property
+    def bound(self):
+        return "compute" if self.compute_cycles >= self.memory_cycles else "memory"
+
+    @property
+    def intensity(self):
+        """MACs per DRAM byte."""
+        return self.ops / self.dram_bytes if self.dram_bytes else math.inf
+
+
+def layer_bound(config, m, n, k, kind, bits, weight_bytes):
+    """The roofline of one layer: `weight_bytes` is the stored size of its weights (codes,
+    codebooks or scales, outliers)."""
+    ops = m * n * k
+    dram = weight_bytes + m * k + 4 * m + 4 * m * n      # int8 X, fp32 row scales, fp32 Y
+    compute = ops / peak_macs_per_cycle(config, kind, bits)
+    memory = dram / config.dram_bytes_per_cycle
+    return Bound(ops, dram, compute, memory)
+
+
+# -- GPUs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GPU:
+    """A GPU for side-by-side estimates. Peaks are dense (no sparsity), per dtype in TFLOP/s or
+    TOP/s; the efficiency terms are calibrated from measurements."""
+    name: str
+    peak_tflops: dict            # dtype -> dense peak, e.g. {"fp16": 989.0, "int8": 1979.0}
+    bandwidth_gbps: float        # HBM, GB/s
+    compute_eff: float = 0.7     # achievable fraction of peak on large GEMMs
+    bandwidth_eff: float = 0.8   # achievable fraction of HBM bandwidth (streaming)
+    launch_floor_us: float = 5.0 # kernel launch and tail latency per layer
+    source: str = ""
+
+    def layer_seconds(self, m, n, k, weight_bytes, dtype="fp16"):
+        peak = self.peak_tflops.get(dtype)
+        if peak is None:
+            raise UserError(f"{self.name}: dtype must be one of {', '.join(self.peak_tflops)}, "
+                            f"not {dtype!r}")
+        act_bytes = 2 * m * k + 2 * m * n
+        t_compute = 2 * m * n * k / (peak * 1e12 * self.compute_eff)
+        t_memory = (weight_bytes + act_bytes) / (self.bandwidth_gbps * 1e9 * self.bandwidth_eff)
+        return max(t_compute, t_memory) + self.launch_floor_us * 1e-6
+
+
+def load_gpus(path=GPU_FILE):
+    raw = yaml.safe_load(Path(path).read_text())
+    gpus = {}
+    for name, d in raw.items():
+        try:
+            gpus[name] = GPU(name=name, **d)
+        except TypeError as e:
+            raise UserError(f"{path}: `{name}` must have the GPU fields, not {e}") from None
+    return gpus

@@ -1,0 +1,181 @@
+"""`bitlut sim`: the headline command (`make sim LAYER=llama7b.q`)."""
+
+import json
+import sys
+
+from bitlut.errors import UserError
+
+DEFAULT_PHASES = (1, 2048)          # decode, prefill
+
+
+def register(sub):
+    p = sub.add_parser("sim", help="compile, simulate (SimPy cycle model) and check a quantized "
+                       "model or one GEMM; print the report")
+    p.add_argument("qfile", nargs="?", metavar="FILE.q")
+    p.add_argument("--arch", default="arch/configs/lut.yaml", metavar="CONFIG")
+    p.add_argument("--tokens", metavar="M[,M...]",
+                   help="token counts to simulate (default 1,2048: decode and a prefill)")
+    p.add_argument("--gemm", metavar="M,K,N", help="simulate one GEMM with synthetic weights")
+    p.add_argument("--wbits", type=int, default=2, help="weight bits of --gemm (uniform)")
+    p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers")
+    p.add_argument("--unlimited-bandwidth", action="store_true",
+                   help="DRAM transfers take no time (compute-only timing)")
+    p.add_argument("--no-check", action="store_true", help="timing only, no output check")
+    p.add_argument("--full", action="store_true",
+                   help="simulate every row block instead of sampling large layers")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--trace", metavar="FILE",
+                   help="Chrome/Perfetto trace of the first layer's (first phase's) run")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=sim_cmd)
+
+
+def _tokens(args):
+    if args.tokens is None:
+        return list(DEFAULT_PHASES) if args.gemm is None else []
+    try:
+        values = [int(t) for t in args.tokens.split(",")]
+    except ValueError:
+        raise UserError(f"--tokens must be comma-separated integers, not {args.tokens!r}") \
+            from None
+    if any(v < 1 for v in values):
+        raise UserError(f"--tokens must be at least 1, not {args.tokens!r}")
+    return values
+
+
+def _gemm_layer(spec, bits):
+    import numpy as np
+
+    from quant.layer import QLayer
+    try:
+        m, k, n = (int(v) for v in spec.split(","))
+        assert m > 0 and k > 0 and n > 0
+    except (ValueError, AssertionError):
+        raise UserError(f"--gemm must be M,K,N with positive integers, not {spec!r}") from None
+    rng = np.random.default_rng(0)
+    gs = min(128, k)
+    j = -(-k // gs)
+    layer = QLayer(name=f"gemm_{m}x{k}x{n}", kind="uniform",
+                   codes=rng.integers(0, 2 ** bits, (n, k)).astype(np.uint8),
+                   bits=np.full(k, bits, np.uint8), perm=np.arange(k, dtype=np.int32),
+                   scales=(rng.random((n, j)) * 0.02 + 0.001).astype(np.float16),
+                   zeros=np.full((n, j), 2 ** (bits - 1), np.uint8), group_size=gs)
+    return m, layer
+
+
+def sim_cmd(args):
+    from arch import config
+    from bitlut.fileio import atomic_write
+    from sim.driver import simulate_layer, summarize
+    cfg = config.load(args.arch)
+    if args.gemm:
+        m, layer = _gemm_layer(args.gemm, args.wbits)
+        layers, phases, source = {layer.name: layer}, [m], args.gemm
+    elif args.qfile:
+        import quant
+        model = quant.load(args.qfile)
+        layers, phases, source = model.layers, _tokens(args), args.qfile
+        if args.layers:
+            unknown = [n for n in args.layers if n not in layers]
+            if unknown:
+                raise UserError(f"{args.qfile}: --layers must name layers of the file "
+                                f"({', '.join(layers)}), not {', '.join(unknown)}")
+            layers = {n: layers[n] for n in args.layers}
+    else:
+        raise UserError("sim needs a FILE.q or --gemm M,K,N")
+    report = {"source": source, "config": cfg.tag, "arch": str(args.arch), "phases": []}
+    progress = _progress(len(layers) * len(phases))
+    first = True
+    for m in phases:
+        rows = []
+        for i, (name, layer) in enumerate(layers.items()):
+            progress(f"M={m} {name}")
+            rows.append(simulate_layer(layer, cfg, m, seed=args.seed + i,
+                                       check=not args.no_check,
+                                       trace=args.trace if first else None, full=args.full,
+                                       unlimited_bandwidth=args.unlimited_bandwidth))
+            first = False
+        total, check = summarize(rows, m, cfg)
+        report["phases"].append({"tokens": m, "layers": rows, "total": total, "check": check})
+    progress(None)
+    for key in ("layers", "total", "check"):          # the first phase, at the top level
+        report[key] = report["phases"][0][key]
+    print_report(report, cfg)
+    if args.json:
+        atomic_write(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    passed = all(p["check"].get("passed", True) for p in report["phases"])
+    return 0 if passed else 1
+
+
+def _progress(total):
+    """A one-line progress indicator on a terminal, silent otherwise."""
+    state = {"n": 0}
+    tty = sys.stderr.isatty()
+
+    def step(label):
+        if not tty:
+            return
+        if label is None:
+            sys.stderr.write("\r\033[K")
+            return
+        state["n"] += 1
+        sys.stderr.write(f"\r\033[K[{state['n']}/{total}] simulating {label} ...")
+        sys.stderr.flush()
+    return step
+
+
+def print_report(report, cfg):
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(width=140)
+    console.print(f"[bold]bitlut sim[/bold] {report['source']} on {cfg.tag} "
+                  f"({cfg.pe.kind} {cfg.pe.rows}x{cfg.pe.cols} @ {cfg.clock_mhz:g} MHz, "
+                  f"DRAM {cfg.dram.gbps:g} GB/s)")
+    for phase in report["phases"]:
+        m = phase["tokens"]
+        label = "decode" if m == 1 else f"prefill/batch M={m}"
+        t = Table(title=f"{label}: {m} token{'s' if m > 1 else ''}", title_justify="left")
+        for col in ("layer", "N x K", "bits/w", "tile", "cycles", "latency", "roofline",
+                    "bound", "util", "top stall", "energy/tok", "check"):
+            t.add_column(col, justify="left" if col in ("layer", "top stall", "bound")
+                         else "right")
+        for r in phase["layers"]:
+            stalls = {f"{u}:{c}": v for u, d in r["units"].items()
+                      for c, v in d["stalls"].items()}
+            top = max(stalls, key=stalls.get) if stalls else "-"
+            ck = r.get("check")
+            check = "-" if ck is None else (
+                f"ok {ck['max_rel_err']:.1e}" if ck["passed"] else "[red]MISMATCH[/red]")
+            t.add_row(r["name"] + (" *" if r["sampled"] else ""),
+                      f"{r['shape'][0]}x{r['shape'][1]}", f"{r['bits_per_weight']:.2f}",
+                      f"{r['tiling']['mr']}x{r['tiling']['nw']}", f"{r['cycles']:,}",
+                      _time(r["latency_s"]), f"{r['roofline_fraction']:.0%}",
+                      r["roofline_bound"], f"{r['utilization']:.0%}", top,
+                      f"{r['energy_j'] / m * 1e6:.1f} uJ", check)
+        tot = phase["total"]
+        console.print(t)
+        stall = ", ".join(f"{k} {v / tot['cycles']:.0%}" for k, v in
+                          list(tot["stalls"].items())[:3]) or "none"
+        console.print(
+            f"  total {tot['cycles']:,} cycles = {_time(tot['latency_s'])}, "
+            f"{tot['tokens_per_s']:,.1f} tokens/s, {tot['roofline_fraction']:.0%} of roofline, "
+            f"PE utilization {tot['utilization']:.0%}\n"
+            f"  energy {tot['energy_j_per_token'] * 1e3:.3f} mJ/token, "
+            f"DRAM {tot['bytes_per_token'] / 2**20:.1f} MiB/token; top stalls: {stall}")
+        ck = phase["check"]
+        if ck:
+            verdict = "[green]match[/green]" if ck["passed"] else "[red]MISMATCH[/red]"
+            console.print(f"  outputs vs PyTorch: {verdict} (max rel err {ck['max_rel_err']:.2e}"
+                          "; bit-exact against the golden model, within the stated bound)")
+        if any(r["sampled"] for r in phase["layers"]):
+            console.print("  * sampled: two row blocks simulated, the rest extrapolated "
+                          "(--full simulates every block)")
+
+
+def _time(s):
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"

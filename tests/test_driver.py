@@ -1,0 +1,57 @@
+"""`bitlut sim`: the report's numbers, sampling's error bound, and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from arch import config
+from sim import driver
+from tests.layers import codebook_layer, uniform_layer
+
+LUT = config.load("lut")
+
+
+@pytest.mark.parametrize("fmt", ["uniform", "codebook"])
+def test_sampled_simulation_within_two_percent_of_full(monkeypatch, fmt):
+    rng = np.random.default_rng(0)
+    layer = (uniform_layer(rng, 256, 512, 2, group_size=128, outliers=20) if fmt == "uniform"
+             else codebook_layer(rng, 256, 512, (2, 2, 4), outliers=20))
+    full = driver.simulate_layer(layer, LUT, 40, full=True, check=False)
+    monkeypatch.setattr(driver, "FULL_SIM_INSNS", 0)
+    sampled = driver.simulate_layer(layer, LUT, 40, check=True)
+    assert sampled["sampled"] and not full["sampled"]
+    assert abs(sampled["cycles"] - full["cycles"]) <= 0.02 * full["cycles"]
+    assert sampled["check"]["passed"] and sampled["check"]["rows"] < 40
+
+
+def test_layer_report_is_consistent():
+    rng = np.random.default_rng(1)
+    layer = uniform_layer(rng, 128, 256, 2, group_size=128)
+    r = driver.simulate_layer(layer, LUT, 1)
+    assert r["latency_s"] == pytest.approx(r["cycles"] * LUT.cycle_ns * 1e-9)
+    assert 0 < r["roofline_fraction"] <= 1.0 + 1e-9
+    assert r["check"]["passed"] and r["check"]["bit_exact_golden"]
+    total, check = driver.summarize([r], 1, LUT)
+    assert total["tokens_per_s"] == pytest.approx(1 / r["latency_s"])
+    assert check["passed"]
+
+
+def test_gemm_cli_json_keys(cli, tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("sim", "--gemm", "3,256,192", "--arch", "lut", "--wbits", "3", "--json", out)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert isinstance(rep["layers"][0]["cycles"], int)
+    for key in ("cycles", "latency_s", "tokens_per_s", "roofline_fraction",
+                "energy_j_per_token"):
+        assert key in rep["total"]
+    assert rep["check"]["passed"] is True and "max_rel_err" in rep["check"]
+    assert "3x256" not in r.stderr
+
+
+def test_cli_bad_gemm_spec(cli):
+    r = cli("sim", "--gemm", "3,256", "--arch", "lut")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "bitlut: error: --gemm must be M,K,N with positive integers, " \
+                               "not '3,256'"
