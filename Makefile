@@ -43,7 +43,8 @@ llama7b.q: | $(STAMP)
 	$(BIN)/bitlut quantize --synthetic llama7b -o $@
 
 sim: $(STAMP) $(LAYER)
-	$(BIN)/bitlut sim $(LAYER) --arch $(CONFIG) $(if $(TOKENS),--tokens $(TOKENS))
+	$(BIN)/bitlut sim $(LAYER) --arch $(CONFIG) $(if $(TOKENS),--tokens $(TOKENS)) \
+		--json build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG))).json
 
 verilog: $(STAMP)
 	$(BIN)/bitlut verilog --arch $(CONFIG)
