@@ -12,6 +12,15 @@ def register(sub):
     c.add_argument("files", nargs="+", metavar="FILE")
     c.set_defaults(func=check)
 
+    p = sub.add_parser("roofline", help="roofline bound of each layer on a config, beside GPUs")
+    p.add_argument("qfile", metavar="FILE.q")
+    p.add_argument("--arch", default="arch/configs/lut.yaml", metavar="CONFIG")
+    p.add_argument("--tokens", default="1,2048", metavar="M[,M...]")
+    p.add_argument("--gpu", nargs="*", default=["a100_sxm", "h100_sxm"],
+                   help="GPUs from arch/gpus.yaml to set beside it")
+    p.add_argument("--plot", metavar="FILE.png", help="write the roofline figure")
+    p.set_defaults(func=roofline_cmd)
+
     p = sub.add_parser("asm", help="assemble a text program into binary words")
     p.add_argument("source", metavar="FILE.s")
     p.add_argument("-o", "--output", required=True, metavar="FILE.bin")
@@ -76,3 +85,49 @@ def isa_doc(args):
     from bitlut.fileio import atomic_write
     atomic_write(args.output, isa.reference_markdown() + "\n")
     print(f"wrote {args.output}")
+
+
+def roofline_cmd(args):
+    import math
+
+    import numpy as np
+
+    import quant
+    from arch import config, roofline
+    cfg = config.load(args.arch)
+    model = quant.load(args.qfile)
+    gpus = roofline.load_gpus()
+    unknown = [g for g in args.gpu if g not in gpus]
+    if unknown:
+        raise UserError(f"--gpu must name GPUs of arch/gpus.yaml ({', '.join(gpus)}), not "
+                        f"{', '.join(unknown)}")
+    try:
+        tokens = [int(t) for t in args.tokens.split(",")]
+    except ValueError:
+        raise UserError(f"--tokens must be comma-separated integers, not {args.tokens!r}") \
+            from None
+    head = f"{'layer':>10} {'M':>5} {'MAC/B':>8} {'bound':>8} {'cycles':>13} {'time':>10}"
+    head += "".join(f" {g + ' fp16':>15}" for g in args.gpu)
+    print(f"roofline on {cfg.tag}: peak per layer below, DRAM {cfg.dram_bytes_per_cycle:.1f} "
+          f"B/cycle at {cfg.clock_mhz:g} MHz")
+    print(head)
+    rows = []
+    for m in tokens:
+        for name, layer in model.layers.items():
+            n, k = layer.shape
+            wbytes = math.ceil(layer.bits_per_weight() * n * k / 8)
+            b = roofline.layer_bound(cfg, m, n, k, layer.kind, float(np.mean(layer.bits)),
+                                     wbytes)
+            secs = b.cycles * cfg.cycle_ns * 1e-9
+            line = (f"{name:>10} {m:>5} {b.intensity:8.2f} {b.bound:>8} {b.cycles:13,.0f} "
+                    f"{secs * 1e3:8.3f}ms")
+            for g in args.gpu:
+                line += f" {gpus[g].layer_seconds(m, n, k, 2 * n * k) * 1e3:13.3f}ms"
+            print(line)
+            peak = roofline.peak_macs_per_cycle(cfg, layer.kind, float(np.mean(layer.bits)))
+            rows.append({"name": name, "tokens": m, "intensity": b.intensity, "peak": peak,
+                         "attainable": b.ops / b.cycles})
+    if args.plot:
+        from reports.roofline_plot import plot
+        plot(rows, cfg, args.plot, title=f"{args.qfile} on {cfg.tag}")
+        print(f"wrote {args.plot}")

@@ -26,6 +26,8 @@ def register(sub):
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--trace", metavar="FILE",
                    help="Chrome/Perfetto trace of the first layer's (first phase's) run")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="roofline figure with every layer's bound and simulated performance")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=sim_cmd)
 
@@ -101,6 +103,9 @@ def sim_cmd(args):
     for key in ("layers", "total", "check"):          # the first phase, at the top level
         report[key] = report["phases"][0][key]
     print_report(report, cfg)
+    if args.plot:
+        _plot(report, cfg, args.plot)
+        print(f"wrote {args.plot}")
     if args.json:
         atomic_write(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -181,3 +186,21 @@ def _time(s):
     if s >= 1e-3:
         return f"{s * 1e3:.2f} ms"
     return f"{s * 1e6:.1f} us"
+
+
+def _plot(report, cfg, path):
+    from arch import roofline
+    from reports.roofline_plot import plot
+    rows, measured = [], {}
+    for phase in report["phases"]:
+        for r in phase["layers"]:
+            n, k = r["shape"]
+            m = r["tokens"]
+            ops = m * n * k
+            rows.append({"name": r["name"], "tokens": m,
+                         "intensity": ops / r["roofline_bytes"],
+                         "peak": roofline.peak_macs_per_cycle(cfg, r["kind"],
+                                                              r["mean_bits"]),
+                         "attainable": ops / r["roofline_cycles"]})
+            measured[f"{r['name']}@{m}"] = ops / r["cycles"]
+    plot(rows, cfg, path, title=f"{report['source']} on {cfg.tag}", measured=measured)

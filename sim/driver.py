@@ -92,6 +92,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         "sampled": sampled, "rows_simulated": rows_checked if sampled else m,
         "cycles": cycles, "latency_s": cycles * config.cycle_ns * 1e-9,
         "roofline_cycles": bound.cycles, "roofline_bound": bound.bound,
+        "roofline_bytes": bound.dram_bytes, "mean_bits": bits,
         "roofline_fraction": bound.cycles / cycles if cycles else 0.0,
         "utilization": units["matmul"]["busy"] / units_total(units) if units_total(units)
         else 0.0,
