@@ -116,8 +116,7 @@ def roofline_cmd(args):
         for name, layer in model.layers.items():
             n, k = layer.shape
             wbytes = math.ceil(layer.bits_per_weight() * n * k / 8)
-            b = roofline.layer_bound(cfg, m, n, k, layer.kind, float(np.mean(layer.bits)),
-                                     wbytes)
+            b = roofline.layer_bound(cfg, m, n, k, layer.kind, layer.bits, wbytes)
             secs = b.cycles * cfg.cycle_ns * 1e-9
             line = (f"{name:>10} {m:>5} {b.intensity:8.2f} {b.bound:>8} {b.cycles:13,.0f} "
                     f"{secs * 1e3:8.3f}ms")

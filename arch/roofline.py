@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from bitlut.errors import UserError
@@ -64,11 +65,18 @@ class Bound:
 
 
 def layer_bound(config, m, n, k, kind, bits, weight_bytes):
-    """The roofline of one layer: `weight_bytes` is the stored size of its weights (codes,
-    codebooks or scales, outliers)."""
+    """The roofline of one layer: `bits` is the weight width, or an array of per-column widths
+    (mixed precision: each width's columns run at that width's peak); `weight_bytes` is the
+    stored size of the weights (codes, codebooks or scales, outliers)."""
     ops = m * n * k
     dram = weight_bytes + m * k + 4 * m + 4 * m * n      # int8 X, fp32 row scales, fp32 Y
-    compute = ops / peak_macs_per_cycle(config, kind, bits)
+    widths = np.atleast_1d(np.asarray(bits))
+    if widths.size == 1:
+        compute = ops / peak_macs_per_cycle(config, kind, float(widths[0]))
+    else:
+        values, counts = np.unique(widths, return_counts=True)
+        compute = sum(m * n * int(c) / peak_macs_per_cycle(config, kind, float(b))
+                      for b, c in zip(values, counts, strict=True))
     memory = dram / config.dram_bytes_per_cycle
     return Bound(ops, dram, compute, memory)
 

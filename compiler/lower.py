@@ -35,8 +35,8 @@ from arch.isa import Buffer, Deq, Mode, Opcode
 from arch.program import Program
 from compiler import tiling as tiling_mod
 from compiler.builder import ProgramBuilder, Region
-from compiler.plan import codebook_image, plan_layer, weight_image
-from sim.executor import OUTLIER, PARAM
+from compiler.plan import codebook_image, plan_layer, weight_image, weight_image_bytes
+from sim.executor import BLOCK_PARAM, OUTLIER, PARAM
 
 MAX_DMA_ROW = 32768          # bytes per DMA row we use (the field allows 65535)
 MAX_DMA_ROWS = 4095
@@ -78,19 +78,20 @@ class _Slots:
         return [base + i * size for i in range(count)]
 
 
-def lower(layer, config, tokens, tile=None, block_size=128):
+def lower(layer, config, tokens, tile=None, block_size=128, image=True, plan=None):
     """Compile `layer` (a `quant.layer.QLayer`) for `config` and `tokens` rows of activations.
-    `tile` forces a `tiling.Tiling`; otherwise the cost model picks one. Raises
+    `tile` forces a `tiling.Tiling`; otherwise the cost model picks one. `image=False` leaves
+    the weights out of the DRAM image (same program, for timing-only runs). Raises
     `LoweringError` (a `UserError`) when no tiling fits."""
-    plan = plan_layer(layer, config, block_size)
+    plan = plan or plan_layer(layer, config, block_size)
     if tile is None:
         tile = tiling_mod.choose(plan, config, tokens)
     else:
         tiling_mod.check(plan, config, tokens, tile)
-    return _emit(plan, config, tokens, tile)
+    return _emit(plan, config, tokens, tile, image)
 
 
-def _emit(plan, cfg, m, tile):
+def _emit(plan, cfg, m, tile, image=True):
     pe = cfg.pe
     kind = plan.kind
     prog = Program(words=[], meta={"layer": plan.name, "tokens": m, "config": cfg.tag,
@@ -107,20 +108,22 @@ def _emit(plan, cfg, m, tile):
     prog.alloc("y", (m, plan.n), "float32")
     nblocks = [(n0, min(plan.n, n0 + nw)) for n0 in range(0, plan.n, nw)]
     wimg = {}
-    chunks = []
+    woff = 0
     for bi, (n0, n1) in enumerate(nblocks):
         for ks in ksteps:
-            img = weight_image(plan, cfg, ks, n0, n1)
-            rows, rb = dma_shape(len(img))
-            wimg[(bi, ks.index)] = (sum(len(c) for c in chunks), rows, rb, len(img))
-            padded = np.zeros(rows * rb, np.uint8)
-            padded[:len(img)] = img
-            chunks.append(padded)
-            pad = -len(padded) % 64
-            chunks.append(np.zeros(pad, np.uint8))
-    wblob = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    prog.alloc("w", (len(wblob),), "uint8")
-    prog.write("w", wblob)
+            size = weight_image_bytes(plan, cfg, ks, n1 - n0)
+            rows, rb = dma_shape(size)
+            wimg[(bi, ks.index)] = (woff, rows, rb, size)
+            woff += -(-rows * rb // 64) * 64
+    prog.alloc("w", (woff,), "uint8")
+    if image:
+        wview = prog.view("w")
+        for bi, (n0, n1) in enumerate(nblocks):
+            for ks in ksteps:
+                off, _, _, size = wimg[(bi, ks.index)]
+                img = weight_image(plan, cfg, ks, n0, n1)
+                assert len(img) == size
+                wview[off:off + size] = img
     if kind == "uniform":
         rec = np.zeros((len(ksteps), plan.n), PARAM)
         rec["scale"] = plan.scales.T
@@ -130,7 +133,7 @@ def _emit(plan, cfg, m, tile):
             zp = plan.zeros
         rec["zero"] = zp.T
     else:
-        rec = np.zeros((len(ksteps), 1), PARAM)
+        rec = np.zeros((len(ksteps), 1), BLOCK_PARAM)
         rec["scale"][:, 0] = plan.block_scale
     prog.alloc("param", (rec.nbytes,), "uint8")
     prog.write("param", rec.view(np.uint8).ravel())
@@ -336,7 +339,7 @@ def _emit(plan, cfg, m, tile):
     program = b.finish()
     report = tiling_mod.estimate(plan, cfg, m, tile)
     report.update({"layer": plan.name, "tokens": m, "instructions": len(program.words),
-                   "tiling": tile.as_dict(), "weight_image_bytes": int(len(wblob))})
+                   "tiling": tile.as_dict(), "weight_image_bytes": int(woff)})
     return Compiled(program, plan, tile, report)
 
 

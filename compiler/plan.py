@@ -164,7 +164,8 @@ def plan_layer(layer, config, block_size=128):
     plan = Plan(layer.name, layer.kind, n, k, offset, ksteps, src_col,
                 np.asarray(layer.codes, np.uint8), pe.kind)
     if layer.kind == "uniform":
-        plan.scales = np.asarray(layer.scales, np.float32)
+        # the hardware's records hold fp16 scales (as the .q file does)
+        plan.scales = np.asarray(layer.scales).astype(np.float16).astype(np.float32)
         plan.zeros = np.asarray(layer.zeros, np.int64)
     else:
         plan.block_size = block_size
@@ -228,6 +229,17 @@ def weight_image(plan, config, kstep, n0, n1):
             idx |= c[:, :, i] << (b * i)
         return packing.pack(_lane_major(idx, pe.cols), g * b)
     return packing.pack(codes, b)           # expanded on chip by `cbx`
+
+
+def weight_image_bytes(plan, config, kstep, n):
+    """Length of `weight_image` for n outputs, without building it."""
+    pe = config.pe
+    lanes = -(-n // pe.cols) * pe.cols
+    if plan.kind == "uniform" and pe.kind in ("lut", "bitserial"):
+        return packing.packed_bytes(lanes * kstep.kgroups * kstep.bits, kstep.g)  # plane words
+    if plan.kind == "codebook" and pe.kind == "lut":
+        return packing.packed_bytes(lanes * kstep.kgroups, kstep.g * kstep.bits)  # indices
+    return packing.packed_bytes(n * kstep.width, kstep.bits)                      # codes
 
 
 def weight_bits_total(plan, config):

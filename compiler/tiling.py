@@ -9,9 +9,9 @@ fewest instructions.
 
 from dataclasses import asdict, dataclass
 
-from arch import packing, timing
+from arch import timing
 from arch.isa import Mode, Opcode
-from compiler.plan import LoweringError
+from compiler.plan import LoweringError, weight_image_bytes
 from sim.executor import OUTLIER, PARAM
 
 MATMUL_OP = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
@@ -32,15 +32,7 @@ class Tiling:
 def _weight_bytes(plan, config, ks, n):
     """Bytes of one k-step's weight image for n outputs, padded as the DMA moves it."""
     from compiler.lower import dma_shape
-    pe = config.pe
-    lanes = -(-n // pe.cols) * pe.cols
-    if plan.kind == "uniform" and pe.kind in ("lut", "bitserial"):
-        nbytes = packing.packed_bytes(lanes * ks.kgroups * ks.bits, ks.g)   # plane words
-    elif plan.kind == "codebook" and pe.kind == "lut":
-        nbytes = packing.packed_bytes(lanes * ks.kgroups, ks.g * ks.bits)   # table indices
-    else:
-        nbytes = packing.packed_bytes(n * ks.width, ks.bits)                # plain codes
-    rows, row_bytes = dma_shape(nbytes)
+    rows, row_bytes = dma_shape(weight_image_bytes(plan, config, ks, n))
     return rows * row_bytes
 
 

@@ -39,7 +39,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     x = sample_activations(layer.shape[1], m, seed=seed)
     kw = dict(trace=trace is not None, unlimited_bandwidth=unlimited_bandwidth)
     if not sampled:
-        compiled_full = lower(layer, config, m, tile=tile)
+        compiled_full = lower(layer, config, m, tile=tile, image=check, plan=plan)
         xq, sx = write_inputs(compiled_full, x)
         res, model = simulate(config, compiled_full.program, data=check, **kw)
         cycles, events, dram_bytes = res.cycles, res.events, res.dram_bytes
@@ -56,7 +56,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         runs = []
         for blocks in (1, 2):
             rows = blocks * tile.mr
-            c = lower(layer, config, rows, tile=tile)
+            c = lower(layer, config, rows, tile=tile, image=check, plan=plan)
             xq, sx = write_inputs(c, x[:rows])
             res, model = simulate(config, c.program, data=check and blocks == 2, **kw)
             runs.append((c, res, model))
@@ -81,7 +81,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     n, k = layer.shape
     kind = layer.kind
     bits = float(np.mean(layer.bits))
-    bound = roofline.layer_bound(config, m, n, k, kind, bits, stored_weight_bytes(layer))
+    bound = roofline.layer_bound(config, m, n, k, kind, layer.bits, stored_weight_bytes(layer))
     e = config.energy
     energy_j = sum(getattr(e, name) * count for name, count in events.items()) * 1e-12
     energy_j += e.static_mw * 1e-3 * cycles * config.cycle_ns * 1e-9

@@ -30,8 +30,8 @@ Scratchpad layouts (all little-endian, row-major; `g` = `pe.group`, `E` = `confi
 - `mma` uniform: b-bit codes [n, kgroups*g] packed LSB-first, row-major; codebook: centroids.
 - `cbx`: b-bit codes [n, cols] packed -> centroids [n, cols]; `gather`: int8 [rows, cols] with
   uint16 indices [cols].
-- `vdeq`: acc int32 [rows, n], (f32 scale, i32 zero) records [n] (or [1] for `block`), int32
-  sums [rows] -> f32 out [rows, n]. `vsum`: int8 [rows, cols] -> int32 sums [rows].
+- `vdeq`: acc int32 [rows, n], (f16 scale, i16 zero) records [n] (or one f32 scale for
+  `block`), int32 sums [rows] -> f32 out [rows, n]. `vsum`: int8 [rows, cols] -> int32 sums [rows].
 - `vout`: records (u16 n, u16 k, f16 v, u16 pad), int8 act with row stride `k`, f32 correction O
   with row stride `n`. `vscale`: out = (out + O) * s_row, or out * s_row.
 """
@@ -45,7 +45,11 @@ from arch import packing
 from arch.isa import Buffer, Deq, Mode, Opcode, Unit
 from bitlut.errors import UserError
 
-PARAM = np.dtype([("scale", "<f4"), ("zero", "<i4")])
+# Scale records of `vdeq`: per output channel (fp16 scale, int16 zero) for uniform weights (the
+# scales are fp16 in the .q file, and z' = 2z + 1 - 2^b fits int16); one fp32 block scale for
+# codebook blocks. Both 4 bytes.
+PARAM = np.dtype([("scale", "<f2"), ("zero", "<i2")])
+BLOCK_PARAM = np.dtype([("scale", "<f4")])
 OUTLIER = np.dtype([("n", "<u2"), ("k", "<u2"), ("v", "<f2"), ("pad", "<u2")])
 
 # Consumers first: see the module docstring.
@@ -379,8 +383,10 @@ class Executor:
         a = insn.args
         rows, n, deq = a["rows"], a["n"], Deq(a["deq"])
         acc = self._mem(i, insn, "acc", Buffer.ACC, a["acc"], (rows, n), "<i4").astype(np.int64)
-        nrec = 1 if deq is Deq.BLOCK else n
-        param = self._mem(i, insn, "param", Buffer.SCALE, a["param"], (nrec,), PARAM)
+        if deq is Deq.BLOCK:
+            param = self._mem(i, insn, "param", Buffer.SCALE, a["param"], (1,), BLOCK_PARAM)
+        else:
+            param = self._mem(i, insn, "param", Buffer.SCALE, a["param"], (n,), PARAM)
         if deq is Deq.BLOCK:
             p = acc
         else:

@@ -79,8 +79,13 @@ def test_program_matches_golden_and_reference(pe, fmt, shape, bits, outliers, m)
     x = rng.standard_normal((m, k)).astype(np.float32)
     x[:, rng.integers(0, k)] *= 20                     # an outlier activation channel
     xq, sx = write_inputs(compiled, x)
+    image = compiled.program.dram.copy()
     y, stats = execute(compiled, cfg)
     assert np.array_equal(y, golden_kernels(layer, compiled, cfg, xq, sx)), f"seed {seed}"
+    # the SimPy cycle model, running the same program in timed order, ends in the same state
+    from sim.cycle import simulate
+    _, model = simulate(cfg, Program(compiled.program.words, image, compiled.program.symbols))
+    assert np.array_equal(model.executor.dram, compiled.program.dram), f"seed {seed}"
 
     # PyTorch reference with the weights the hardware holds (fixed-point centroids), within the
     # activation-quantization bound of docs/numerics.md
