@@ -47,8 +47,13 @@ class Program:
     symbols: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
+    decoded: tuple = field(default=None, repr=False, compare=False)   # (words copy, insns)
+
     def insns(self):
-        """The decoded instructions (raises `IsaError` naming the first illegal word)."""
+        """The decoded instructions (raises `IsaError` naming the first illegal word). A program
+        fresh from the compiler carries them already; one loaded or edited is decoded."""
+        if self.decoded is not None and self.decoded[0] == self.words:
+            return self.decoded[1]
         return [isa.decode(w, i) for i, w in enumerate(self.words)]
 
     # -- the DRAM image ---------------------------------------------------------------------------

@@ -95,8 +95,13 @@ class ProgramBuilder:
         """Append `finish`, encode, and return the program."""
         self._insns.append([Opcode.FINISH, {}, 0, 0])
         self._units.append(None)
-        words = []
+        words, insns = [], []
         for i, (op, fields, wait, signal) in enumerate(self._insns):
-            words.append(isa.encode(Insn(op, fields, wait, signal), i, self.cfg))
+            insn = Insn(op, fields, wait, signal)
+            words.append(isa.encode(insn, i, self.cfg))
+            insns.append(insn)
         self.program.words = words
+        # what decoding `words` gives back (tests check it), kept with a copy of the words so an
+        # edited program is decoded afresh
+        self.program.decoded = (list(words), insns)
         return self.program

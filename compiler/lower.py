@@ -203,6 +203,7 @@ def _emit(plan, cfg, m, tile, image=True):
     t = 0                                    # k-step counter across the program (slot parity)
     tile_no = 0
     x_sym, y_sym = prog.symbols["x"], prog.symbols["y"]
+    block_ends = []
     for m0 in range(0, m, mr):
         rows = min(mr, m - m0)
         sx_slot = sxs[(m0 // mr) % 2]
@@ -332,11 +333,15 @@ def _emit(plan, cfg, m, tile, image=True):
                    writes=[R(Buffer.OUT, o_slot, 4 * rows * n)],
                    rows=rows, n=n, add=int(has_corr), out=o_slot, scale=sx_slot,
                    corr=c_slot)
-            b.emit(Opcode.STORE, reads=[R(Buffer.OUT, o_slot, 4 * rows * n)],
-                   writes=[D("y", 4 * (m0 * plan.n + n0), 4 * ((rows - 1) * plan.n + n))],
-                   buf=Buffer.OUT, sram=o_slot, dram=y_sym.addr + 4 * (m0 * plan.n + n0),
-                   rows=rows, row_bytes=4 * n, dram_stride=4 * plan.n)
+            last = b.emit(Opcode.STORE, reads=[R(Buffer.OUT, o_slot, 4 * rows * n)],
+                          writes=[D("y", 4 * (m0 * plan.n + n0),
+                                    4 * ((rows - 1) * plan.n + n))],
+                          buf=Buffer.OUT, sram=o_slot,
+                          dram=y_sym.addr + 4 * (m0 * plan.n + n0),
+                          rows=rows, row_bytes=4 * n, dram_stride=4 * plan.n)
+        block_ends.append(last)
     program = b.finish()
+    prog.meta["row_block_ends"] = block_ends      # last instruction of each row block
     report = tiling_mod.estimate(plan, cfg, m, tile)
     report.update({"layer": plan.name, "tokens": m, "instructions": len(program.words),
                    "tiling": tile.as_dict(), "weight_image_bytes": int(woff)})

@@ -2,10 +2,11 @@
 and report (DESIGN.md section 8).
 
 Large programs are simulated by sampling, not in full: every row block of a layer runs the same
-instruction stream, so the model simulates the first one and the first two row blocks of the
-chosen tiling, and extrapolates the per-block increment to all row blocks (`sampled: true` in
-the report, with the row blocks simulated). The functional check then covers the sampled rows.
-`tests/test_driver.py` bounds the extrapolation error against full simulation.
+instruction stream, so the model simulates one and two row blocks of the chosen tiling and
+extrapolates the difference (the steady-state cost of a block) to all further blocks; event
+counts (energy, bytes) scale with the rows (`sampled: true` in the report, with the rows
+simulated). The functional check then covers
+the sampled rows. `tests/test_driver.py` bounds the extrapolation error against full simulation.
 """
 
 import math
@@ -53,31 +54,32 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
             y = compiled_full.program.read("y")
         instructions = len(compiled_full.program.words)
     else:
+        # One and two row blocks: the difference is the steady-state cost of every further
+        # block (the first block also carries the pipeline's fill and drain).
         runs = []
         for blocks in (1, 2):
             rows = blocks * tile.mr
-            c = lower(layer, config, rows, tile=tile, image=check, plan=plan)
-            xq, sx = write_inputs(c, x[:rows])
+            c = lower(layer, config, rows, tile=tile, image=check and blocks == 2, plan=plan)
+            write_inputs(c, x[:rows])
             res, model = simulate(config, c.program, data=check and blocks == 2, **kw)
             runs.append((c, res, model))
-        (c1, r1, _), (c2, r2, m2) = runs
-        per_block = r2.cycles - r1.cycles
-        scale = (m - 2 * tile.mr) / tile.mr           # remaining row blocks, fractional
-        cycles = int(round(r2.cycles + scale * per_block))
-        events = {k: int(round(r2.events[k] + scale * (r2.events[k] - r1.events.get(k, 0))))
-                  for k in r2.events}
-        dram_bytes = int(round(r2.dram_bytes + scale * (r2.dram_bytes - r1.dram_bytes)))
-        units = _scaled_units(r2.as_dict(config)["units"], cycles / r2.cycles)
-        rows_checked = 2 * tile.mr
-        instructions = int(round(len(c2.program.words) + scale * (len(c2.program.words)
-                                                                   - len(c1.program.words))))
+        (c1, r1, _), (c, res, model) = runs
+        per_block = res.cycles - r1.cycles
+        more = (m - rows) / tile.mr                   # further row blocks, fractional
+        cycles = int(round(res.cycles + more * per_block))
+        ratio = m / rows                              # events are per row block, all but a few
+        events = {k: int(round(v * ratio)) for k, v in res.events.items()}
+        dram_bytes = int(round(res.dram_bytes * ratio))
+        units = _scaled_units(res.as_dict(config)["units"], cycles / res.cycles)
+        rows_checked = rows
+        instructions = int(round(len(c.program.words) * ratio))
         if trace is not None:
-            m2.write_trace(trace)
+            model.write_trace(trace)
         y = None
         if check:
-            c2.program.dram = m2.executor.dram
-            y = c2.program.read("y")
-        compiled_full = c2
+            c.program.dram = model.executor.dram
+            y = c.program.read("y")
+        compiled_full = c
     n, k = layer.shape
     kind = layer.kind
     bits = float(np.mean(layer.bits))

@@ -74,3 +74,15 @@ def test_derived_program_runs_balanced():
     prog = b.finish()
     Executor(CFG, prog).run()
     assert isa.decode(prog.words[-1]).op is Opcode.FINISH
+
+
+def test_carried_instructions_equal_decoding_the_words():
+    import numpy as np
+
+    from compiler.lower import lower
+    from tests.layers import codebook_layer
+    prog = lower(codebook_layer(np.random.default_rng(0), 40, 300, (2, 3, 4), outliers=5),
+                 CFG, 3).program
+    assert prog.insns() == [isa.decode(w, i) for i, w in enumerate(prog.words)]
+    prog.words[1] = isa.encode(isa.Insn(Opcode.NOP))       # an edit invalidates the carry
+    assert prog.insns()[1].op is Opcode.NOP
