@@ -21,14 +21,21 @@ from arch.isa import Insn, Opcode
 from arch.program import Program
 
 BUCKET = 4096      # bytes per bucket of the access index: overlap checks stay local
+DRAM = -1          # the space id of DRAM regions (scratchpads use their Buffer value)
 
 
 @dataclass(frozen=True)
 class Region:
-    """Bytes [lo, hi) of scratchpad `space` (an `isa.Buffer`) or of "dram"."""
+    """Bytes [lo, hi) of scratchpad `space` (an `isa.Buffer`) or of "dram". The space is kept
+    as a plain int (hashing amaranth enum members is slow on this hot path)."""
     space: object
     lo: int
     hi: int
+
+    def __post_init__(self):
+        space = self.space
+        sid = DRAM if isinstance(space, str) and space == "dram" else int(space.value)
+        object.__setattr__(self, "space", sid)
 
     def overlaps(self, other):
         return self.space == other.space and self.lo < other.hi and other.lo < self.hi
@@ -54,7 +61,8 @@ class ProgramBuilder:
 
     def _buckets(self, region):
         lo, hi = region.lo // BUCKET, max(region.lo, region.hi - 1) // BUCKET
-        return [(region.space, b) for b in range(lo, hi + 1)]
+        base = (region.space + 2) << 40          # one int key per (space, bucket)
+        return range(base + lo, base + hi + 1)
 
     def emit(self, op, reads=(), writes=(), **fields):
         index = len(self._insns)
