@@ -1,14 +1,15 @@
 """`bitlut sim`: compile every layer, simulate it on the cycle model, check it against PyTorch,
 and report (DESIGN.md section 8).
 
-Large programs are simulated by sampling, not in full: every row block of a layer runs the same
-instruction stream, so the model simulates one and two row blocks of the chosen tiling and
-extrapolates the difference (the steady-state cost of a block) to all further blocks; event
-counts (energy, bytes) scale with the rows (`sampled: true` in the report, with the rows
-simulated). The functional check then covers
+Large programs are simulated by sampling, not in full: every output tile of a layer runs the
+same instruction stream, so the model simulates one and two tiles of the chosen tiling (on the
+layer's first tile of outputs) and extrapolates the difference, the steady-state cost of a tile,
+to all tiles; event counts (energy, bytes) scale with the tiles (`sampled: true` in the report,
+with the rows and outputs checked). The functional check then covers
 the sampled rows. `tests/test_driver.py` bounds the extrapolation error against full simulation.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from compiler import tiling as tiling_mod
 from compiler.check import compare, sample_activations
 from compiler.lower import lower, write_inputs
 from compiler.plan import plan_layer, weight_bits_total
+from sim import golden
 from sim.cycle import simulate
 
 FULL_SIM_INSNS = 20000       # above this estimated size a layer is simulated by sampling
@@ -35,51 +37,51 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     plan = plan_layer(layer, config)
     tile = tiling_mod.choose(plan, config, m)
     est = tiling_mod.estimate(plan, config, m, tile)
-    nmb = math.ceil(m / tile.mr)
-    sampled = not full and est["instructions_est"] > FULL_SIM_INSNS and nmb > 2
+    tiles = math.ceil(m / tile.mr) * math.ceil(layer.shape[0] / tile.nw)
+    sampled = not full and est["instructions_est"] > FULL_SIM_INSNS and tiles > 2
     x = sample_activations(layer.shape[1], m, seed=seed)
     kw = dict(trace=trace is not None, unlimited_bandwidth=unlimited_bandwidth)
+    check_layer = layer
     if not sampled:
         compiled_full = lower(layer, config, m, tile=tile, image=check, plan=plan)
-        xq, sx = write_inputs(compiled_full, x)
+        write_inputs(compiled_full, x)
         res, model = simulate(config, compiled_full.program, data=check, **kw)
         cycles, events, dram_bytes = res.cycles, res.events, res.dram_bytes
         units = res.as_dict(config)["units"]
         rows_checked = m
-        if trace is not None:
-            model.write_trace(trace)
-        y = None
-        if check:
-            compiled_full.program.dram = model.executor.dram
-            y = compiled_full.program.read("y")
         instructions = len(compiled_full.program.words)
     else:
-        # One and two row blocks: the difference is the steady-state cost of every further
-        # block (the first block also carries the pipeline's fill and drain).
+        # Every output tile (mr tokens x nw outputs) runs the same instruction stream: simulate
+        # one tile and two tiles of the layer's first nw outputs, and extrapolate the
+        # difference (a tile's steady-state cost) to all tiles; the first tile also carries the
+        # pipeline's fill and drain. Event counts (energy, bytes) scale with the tiles.
+        rows1 = min(tile.mr, m)
+        if m >= 2 * tile.mr:               # the second tile is the next row block
+            shapes = [(rows1, tile.nw), (2 * rows1, tile.nw)]
+        else:                              # one row block: the second tile is the next outputs
+            shapes = [(rows1, tile.nw), (rows1, 2 * tile.nw)]
         runs = []
-        for blocks in (1, 2):
-            rows = blocks * tile.mr
-            c = lower(layer, config, rows, tile=tile, image=check and blocks == 2, plan=plan)
+        for count, (rows, nout) in enumerate(shapes, 1):
+            sub = rows_of(layer, nout)
+            c = lower(sub, config, rows, tile=tile, image=check and count == 2)
             write_inputs(c, x[:rows])
-            res, model = simulate(config, c.program, data=check and blocks == 2, **kw)
-            runs.append((c, res, model))
-        (c1, r1, _), (c, res, model) = runs
-        per_block = res.cycles - r1.cycles
-        more = (m - rows) / tile.mr                   # further row blocks, fractional
-        cycles = int(round(res.cycles + more * per_block))
-        ratio = m / rows                              # events are per row block, all but a few
+            r, mdl = simulate(config, c.program, data=check and count == 2, **kw)
+            runs.append((sub, c, r, mdl))
+        (_, _, r1, _), (check_layer, compiled_full, res, model) = runs
+        total_tiles = (m / rows1) * (layer.shape[0] / tile.nw)      # fractional edges
+        cycles = int(round(r1.cycles + (total_tiles - 1) * (res.cycles - r1.cycles)))
+        ratio = total_tiles / 2
         events = {k: int(round(v * ratio)) for k, v in res.events.items()}
         dram_bytes = int(round(res.dram_bytes * ratio))
         units = _scaled_units(res.as_dict(config)["units"], cycles / res.cycles)
-        rows_checked = rows
-        instructions = int(round(len(c.program.words) * ratio))
-        if trace is not None:
-            model.write_trace(trace)
-        y = None
-        if check:
-            c.program.dram = model.executor.dram
-            y = c.program.read("y")
-        compiled_full = c
+        rows_checked = shapes[1][0]
+        instructions = int(round(len(compiled_full.program.words) * ratio))
+    if trace is not None:
+        model.write_trace(trace)
+    y = None
+    if check:
+        compiled_full.program.dram = model.executor.dram
+        y = compiled_full.program.read("y")
     n, k = layer.shape
     kind = layer.kind
     bits = float(np.mean(layer.bits))
@@ -104,11 +106,24 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     }
     if check:
         xs = x[:rows_checked]
-        from sim import golden
         xq, sx = golden.quantize_activations(xs)
-        report["check"] = compare(layer, compiled_full.plan, xs, xq, sx, y)
+        report["check"] = compare(check_layer, compiled_full.plan, xs, xq, sx, y)
         report["check"]["rows"] = rows_checked
+        report["check"]["outputs"] = check_layer.shape[0]
     return report
+
+
+def rows_of(layer, n):
+    """The layer restricted to its first `n` outputs (weight rows)."""
+    keep = np.asarray(layer.outlier_rows) < n
+    sub = dataclasses.replace(
+        layer, codes=layer.codes[:n],
+        scales=None if layer.scales is None else layer.scales[:n],
+        zeros=None if layer.zeros is None else layer.zeros[:n],
+        outlier_rows=np.asarray(layer.outlier_rows)[keep],
+        outlier_cols=np.asarray(layer.outlier_cols)[keep],
+        outlier_vals=np.asarray(layer.outlier_vals)[keep])
+    return sub
 
 
 def _scaled_units(units, ratio):
