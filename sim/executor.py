@@ -6,6 +6,13 @@ scratchpad and DRAM bounds, token discipline (a wait that no earlier signal can 
 deadlock; tokens left over at `finish` are unbalanced), accumulator overflow (an error, not a
 wrap, unless the config says `saturate`), and illegal words.
 
+The LUT path has an exact fast path (DESIGN.md section 9): when the tables an `lmma` reads are
+byte for byte what a `tbl` built from activations x (and centroids), the lookup sums equal the
+integer product x @ W^T of the weights the indices select, computed once in float64 (exact at
+these magnitudes) with the decoded weights cached across row blocks. Any other table content
+(stale, overwritten, never built) takes the per-lookup path. `Executor(fast=False)` forces it;
+the tests run both on every program of the compiler's matrix.
+
 Scheduling follows the hardware's decoupled queues: a dispatcher hands instructions, in program
 order, to per-unit queues of `queues.insn_depth`; each unit runs its queue in order once the tokens
 its instruction waits for are there; a signal into a full token FIFO (`queues.token_depth`) stalls
@@ -72,6 +79,7 @@ class Stats:
     bitserial_steps: int = 0                                 # lane x plane steps
     macs: int = 0
     vector_ops: int = 0
+    fast_insns: int = 0                                      # lmma run by the exact fast path
 
 
 class Executor:
@@ -84,9 +92,12 @@ class Executor:
     stats : `Stats` of the run.
     """
 
-    def __init__(self, config, program):
+    def __init__(self, config, program, fast=True):
         self.cfg = config
         self.program = program
+        self.fast = fast
+        self._table_source = {}     # table address -> (bytes, x, centroids) that `tbl` wrote
+        self._weights = {}          # decoded LUT weights by index bytes (see `_decoded`)
         self.dram = program.dram.copy()
         self.sram = {b: np.zeros(config.sram.bytes(b.name.lower()), np.uint8) for b in Buffer}
         self.stats = Stats()
@@ -249,6 +260,7 @@ class Executor:
             table = full[:, :, 1::2] if cfg.pe.symmetric else full     # H[j] = T[(j<<1)|1]
             out = self._mem(i, insn, "tbl", Buffer.TABLE, a["tbl"], table.shape, etype)
             out[...] = table
+            self._table_source[a["tbl"]] = (out.tobytes(), x.reshape(rows, -1), None)
             sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), "<i4")
             sums[...] = x.sum(axis=(1, 2))
         else:
@@ -264,6 +276,8 @@ class Executor:
             table = np.einsum("rjg,jeg->rje", x.astype(np.int64), picked)
             out = self._mem(i, insn, "tbl", Buffer.TABLE, a["tbl"], table.shape, etype)
             out[...] = table
+            self._table_source[a["tbl"]] = (out.tobytes(), x.reshape(rows, -1).astype(np.int64),
+                                            cb.reshape(ngroups * g, -1))
         self.stats.table_entries += table.size
 
     def _codebook_group(self, i, insn, b):
@@ -301,12 +315,30 @@ class Executor:
         rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
         tiles, cols = self._tiles(n)
         etype = f"<i{cfg.table_entry_bytes}"
-        if Mode(a["mode"]) is Mode.UNIFORM:
-            g = cfg.pe.group
-            table = self._mem(i, insn, "src", Buffer.TABLE, a["src"],
-                              (rows, kg, cfg.table_entries), etype).astype(np.int64)
-            idx = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"],
-                               tiles * kg * bits * cols, g)
+        uniform = Mode(a["mode"]) is Mode.UNIFORM
+        if uniform:
+            g, entries, planes, width = cfg.pe.group, cfg.table_entries, bits, cfg.pe.group
+        else:
+            g = self._codebook_group(i, insn, bits)
+            entries, planes, width = 1 << (g * bits), 1, g * bits
+        table = self._mem(i, insn, "src", Buffer.TABLE, a["src"], (rows, kg, entries), etype)
+        nbytes = packing.packed_bytes(tiles * kg * planes * cols, width)
+        wraw = self._mem(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], (nbytes,), np.uint8)
+        self.stats.lookups += rows * n * kg * planes
+        source = self._table_source.get(a["src"]) if self.fast else None
+        if source is not None and source[0] == table.tobytes():
+            # The tables are exactly what `tbl` built from (x, centroids): every lookup sum
+            # equals x @ W^T with W the integer weights the indices select (LUT Tensor Core
+            # Eq. 1-6), so one exact float64 product replaces rows*n*kg*planes lookups.
+            x, cb = source[1], source[2]
+            w = self._decoded(wraw, uniform, n, kg, bits, g, tiles, cols, cb)
+            acc = np.rint(x.astype(np.float64) @ w.T).astype(np.int64)
+            self.stats.fast_insns += 1
+            self._accumulate(i, insn, rows, n, acc)
+            return
+        table = table.astype(np.int64)
+        idx = packing.unpack(wraw, tiles * kg * planes * cols, width)
+        if uniform:
             idx = idx.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
             idx = idx.reshape(tiles * cols, kg, bits)[:n]                  # [n, kg, bits]
             if cfg.pe.symmetric:
@@ -315,17 +347,38 @@ class Executor:
             else:
                 vals = table[:, np.arange(kg)[None, :, None], idx]     # [rows, n, kg, bits]
             acc = (vals << np.arange(bits)).sum(axis=(2, 3))
-            self.stats.lookups += rows * n * kg * bits
         else:
-            b = bits
-            g = self._codebook_group(i, insn, b)
-            table = self._mem(i, insn, "src", Buffer.TABLE, a["src"],
-                              (rows, kg, 1 << (g * b)), etype).astype(np.int64)
-            idx = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], tiles * kg * cols, g * b)
             idx = idx.reshape(tiles, kg, cols).transpose(0, 2, 1).reshape(tiles * cols, kg)[:n]
             acc = table[:, np.arange(kg)[None, :], idx].sum(axis=2)
-            self.stats.lookups += rows * n * kg
         self._accumulate(i, insn, rows, n, acc)
+
+    def _decoded(self, wraw, uniform, n, kg, bits, g, tiles, cols, cb):
+        """The integer weights [n, kg*g] that a block of LUT indices selects, cached by the
+        index bytes (the same weights come back for every row block)."""
+        key = (wraw.tobytes(), uniform, n, kg, bits, g, None if cb is None else cb.tobytes())
+        w = self._weights.get(key)
+        if w is not None:
+            return w
+        cfg = self.cfg
+        if uniform:
+            idx = packing.unpack(wraw, tiles * kg * bits * cols, g)
+            idx = idx.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
+            idx = idx.reshape(tiles * cols, kg, bits)[:n]
+            if cfg.pe.symmetric:                          # undo the offline inversion (Eq. 6)
+                full = (idx >> 1 << 1) | 1
+                idx = np.where(idx & 1, full, ~full & ((1 << g) - 1))
+            coef = 2 * ((idx[..., None] >> np.arange(g)) & 1) - 1     # [n, kg, bits, g]
+            w = (coef << np.arange(bits)[:, None]).sum(axis=2)        # sum_p 2^p (2 q_p - 1)
+        else:
+            idx = packing.unpack(wraw, tiles * kg * cols, g * bits)
+            idx = idx.reshape(tiles, kg, cols).transpose(0, 2, 1).reshape(tiles * cols, kg)[:n]
+            codes = (idx[..., None] >> (bits * np.arange(g))) & ((1 << bits) - 1)
+            w = cb.reshape(kg, g, -1)[np.arange(kg)[None, :, None], np.arange(g), codes]
+        w = w.reshape(n, kg * g).astype(np.float64)
+        if len(self._weights) > 4096:
+            self._weights.clear()
+        self._weights[key] = w
+        return w
 
     def _accumulate(self, i, insn, rows, n, acc):
         dst = self._mem(i, insn, "dst", Buffer.ACC, insn.args["dst"], (rows, n), "<i4")
