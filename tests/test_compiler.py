@@ -283,3 +283,40 @@ def test_cli_disasm_reads_compiled_programs(cli, tmp_path):
     bad.write_bytes(path.read_bytes()[:40])
     r = cli("disasm", bad)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+@pytest.mark.parametrize("mode", [isa.Mode.UNIFORM, isa.Mode.CODEBOOK])
+def test_fast_path_only_for_tables_tbl_built(mode, tamper):
+    """The lmma fast path applies only when the tables are byte for byte what tbl wrote; a
+    table changed since (here: one entry) is looked up entry by entry, as the hardware would."""
+    from arch.isa import Buffer, Insn, Opcode
+    cfg = CONFIGS["lut"]
+    rng = np.random.default_rng(10)
+    rows, kg, n = 3, 8, 70
+    bits = 2
+    g = cfg.pe.group if mode is isa.Mode.UNIFORM else cfg.codebook_group(bits)
+    planes, width = (bits, g) if mode is isa.Mode.UNIFORM else (1, g * bits)
+    tiles = -(-n // cfg.pe.cols)
+    from arch import packing
+    wbytes = packing.pack(rng.integers(0, 2 ** width, tiles * kg * planes * cfg.pe.cols), width)
+    results = []
+    for fast in (True, False):
+        ex = Executor(cfg, Program([isa.encode(Insn(Opcode.FINISH))]), fast=fast)
+        ex.sram[Buffer.ACT][:rows * kg * g] = rng.integers(-127, 128, rows * kg * g).astype(
+            np.int8).view(np.uint8) if fast else results[0][2]
+        ex.sram[Buffer.CODEBOOK][:4096] = rng.integers(0, 256, 4096).astype(np.uint8) \
+            if fast else results[0][3]
+        ex.sram[Buffer.WEIGHT][:len(wbytes)] = wbytes
+        ex.execute(0, Insn(Opcode.TBL, dict(mode=mode, bits=bits, rows=rows, ngroups=kg,
+                                            act=0, tbl=0, cb=0, sums=0x8000)))
+        if tamper:
+            ex.sram[Buffer.TABLE][4:6] ^= 1                    # change one table entry
+        ex.execute(1, Insn(Opcode.LMMA, dict(rows=rows, n=n, kgroups=kg, bits=bits,
+                                             mode=mode, accumulate=0, src=0, wgt=0, dst=0)))
+        acc = ex.sram[Buffer.ACC][:4 * rows * n].view("<i4").copy()
+        results.append((acc, ex.stats.fast_insns, ex.sram[Buffer.ACT][:rows * kg * g].copy(),
+                        ex.sram[Buffer.CODEBOOK][:4096].copy()))
+    (fast_acc, fast_count, _, _), (slow_acc, _, _, _) = results
+    assert fast_count == (0 if tamper else 1)   # a changed table is not taken for tbl's
+    assert np.array_equal(fast_acc, slow_acc)
