@@ -150,17 +150,23 @@ def estimate(plan, config, m, tile):
     col_blocks = _block_sizes(plan.n, nw)
     nmb, nnb = sum(row_blocks.values()), sum(col_blocks.values())
     matmul = table = vector = 0
+    lookups = entries = acc_bytes = 0
+    op = MATMUL_OP[pe.kind]
+    mode = Mode.UNIFORM if plan.kind == "uniform" else Mode.CODEBOOK
     for rows, rcount in row_blocks.items():
         for n, ncount in col_blocks.items():
             times = rcount * ncount
             for ks in plan.ksteps:
-                op = MATMUL_OP[pe.kind]
-                mode = Mode.UNIFORM if plan.kind == "uniform" else Mode.CODEBOOK
                 planes = timing.matmul_planes(config, op, mode, ks.bits)
                 matmul += times * (timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
                                    + t.pe_latency)
+                lookups += times * rows * n * ks.kgroups * planes
+                acc_bytes += times * 4 * rows * n
                 if pe.kind == "lut":
                     table += times * (rows * ks.kgroups * t.table_ii + t.table_latency)
+                    per = (config.table_entries if plan.kind == "uniform"
+                           else 1 << (ks.g * ks.bits))
+                    entries += times * rows * ks.kgroups * per
                 vector += times * timing.vector_cycles(config, rows * n)
             vector += times * timing.vector_cycles(config, rows * n)
     weight_bytes = sum(count * _weight_bytes(plan, config, ks, n)
@@ -185,5 +191,9 @@ def estimate(plan, config, m, tile):
     loads = nmb * (1 + nnb * len(plan.ksteps) * 3)
     units = {"matmul": matmul, "table": table, "vector": vector, "dram": dram_cycles,
              "dispatch": loads * t.dma_setup}
+    sram = {"act": x_bytes, "weight": weight_bytes, "table": entries * config.table_entry_bytes,
+            "acc": acc_bytes, "scale": param_bytes, "codebook": cb_bytes, "outlier": ol_bytes,
+            "out": y_bytes}                        # bytes written into each scratchpad
     return {"cycles": max(units.values()), "unit_cycles": units, "dram_bytes": dram,
-            "instructions_est": insns, "lookups": matmul if pe.kind == "lut" else 0}
+            "sram_bytes": sram, "instructions_est": insns, "table_entries": entries,
+            "lookups" if pe.kind == "lut" else "pe_steps": lookups}

@@ -158,6 +158,13 @@ def test_capacities_respected_and_reported():
     assert r["instructions"] == len(compiled.program.words)
     # weights move once per row block: bytes >= the packed layer size
     assert r["dram_bytes"]["weights"] >= 300 * 512 * 2 // 8
+    # the report's counts are what the executor counts running the program
+    write_inputs(compiled, rng.standard_normal((16, 512)))
+    _, stats = execute(compiled, cfg)
+    assert r["lookups"] == stats.lookups
+    assert r["table_entries"] == stats.table_entries
+    assert r["dram_bytes"]["weights"] + r["dram_bytes"]["activations"] + \
+        r["dram_bytes"]["params"] == stats.dram_read_bytes
 
 
 def test_tiling_that_overflows_is_rejected():
