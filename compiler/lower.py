@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arch import packing
 from arch.isa import Buffer, Deq, Mode, Opcode
 from arch.program import Program
 from compiler import tiling as tiling_mod
@@ -39,7 +38,6 @@ from compiler.plan import codebook_image, plan_layer, weight_image, weight_image
 from sim.executor import BLOCK_PARAM, OUTLIER, PARAM
 
 MAX_DMA_ROW = 32768          # bytes per DMA row we use (the field allows 65535)
-MAX_DMA_ROWS = 4095
 
 
 @dataclass
@@ -357,7 +355,3 @@ def write_inputs(compiled, x):
     compiled.program.write("x", compiled.plan.lower_activations(xq))
     compiled.program.write("sx", sx)
     return xq, sx
-
-
-def packed_size(count, width):
-    return packing.packed_bytes(count, width)

@@ -113,7 +113,6 @@ class CycleModel:
         self.dram_bytes = 0
         self.dram_busy = 0
         self.trace = [] if trace else None
-        self.done = {}
 
     # -- processes --------------------------------------------------------------------------
     def _dispatch(self):
@@ -177,7 +176,6 @@ class CycleModel:
                 yield from self._signal(unit, i, insn)
         if last_done is not None:
             yield last_done
-        self.done[unit] = env.now
 
     def _transfer(self, unit, i, insn, req, slots, previous, done):
         """One DMA request in flight: latency, the DRAM port for its bursts, then in-order
