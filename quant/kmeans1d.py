@@ -23,32 +23,52 @@ import numpy as np
 MAX_ITER = 300
 
 
-def lloyd_sorted(s, k, prefix=None, max_iter=MAX_ITER):
+def lloyd_sorted(s, k, prefix=None, start=None, max_iter=MAX_ITER):
     """k-means with `k` clusters of one column `s`, sorted ascending (1-D float64 array).
 
+    `start`, if given, is a warm start: cluster boundaries as fractions of N ([k+1] floats from
+    0 to 1, e.g. another column's `ends / N`); the first centroids are those runs' means. Without
+    it, Lloyd starts from the quantiles (i + 1/2)/k. `prefix` may pass `[0, cumsum(s)]`.
     Returns (centroids [k] float64, non-decreasing; ends [k+1] int64, ends[0] = 0, ends[k] = N,
     cluster i = s[ends[i]:ends[i+1]]; converged: bool). A column with fewer than k distinct values
-    has empty clusters; their centroids stay at their quantile start, which keeps the codebook
-    sorted. Values exactly on a midpoint join the upper cluster (equally near both).
-    `prefix` may pass the precomputed `[0, cumsum(s)]`.
+    has empty clusters; their centroids stay where they were, which keeps the codebook sorted.
+    Values exactly on a midpoint join the upper cluster (equally near both).
     """
     n = s.shape[0]
     if n == 0:
         raise ValueError("column length must be positive, not 0")
     if prefix is None:
         prefix = np.concatenate([[0.0], np.cumsum(s)])
+    ends = np.empty(k + 1, np.int64)
+    ends[0], ends[k] = 0, n
     cent = s[np.minimum(((np.arange(k) + 0.5) * n / k).astype(np.int64), n - 1)]
-    ends = None
+    if start is not None:
+        ends[1:k] = np.clip(np.rint(np.asarray(start[1:k]) * n), 0, n)
+        np.maximum.accumulate(ends, out=ends)
+        cent = _means(prefix, ends, cent)
+    prev = None
+    # The loop body is ~8 numpy calls on k-element arrays: per-call overhead, not N, sets the cost
     for _ in range(max_iter):
-        inner = np.searchsorted(s, (cent[:-1] + cent[1:]) * 0.5, side="left")
-        new_ends = np.concatenate([[0], inner, [n]])
-        if ends is not None and np.array_equal(new_ends, ends):
+        mid = cent[:-1] + cent[1:]
+        mid *= 0.5
+        inner = s.searchsorted(mid, side="left")
+        key = inner.tobytes()
+        if key == prev:
             return cent, ends, True
-        ends = new_ends
-        cnt = ends[1:] - ends[:-1]
-        sums = prefix[ends[1:]] - prefix[ends[:-1]]
-        cent = np.where(cnt > 0, sums / np.maximum(cnt, 1), cent)
+        prev = key
+        ends[1:k] = inner
+        cent = _means(prefix, ends, cent)
     return cent, ends, False
+
+
+def _means(prefix, ends, old):
+    """Means of the runs s[ends[i]:ends[i+1]]; an empty run keeps its old centroid."""
+    cnt = ends[1:] - ends[:-1]
+    pe = prefix[ends]
+    sums = pe[1:] - pe[:-1]
+    if cnt.all():
+        return sums / cnt
+    return np.where(cnt > 0, sums / np.maximum(cnt, 1), old)
 
 
 def nearest_code(x, centroids):

@@ -1,0 +1,157 @@
+"""`bitlut quantize` and `bitlut inspect`. Cheap to import: torch and transformers load inside
+the command functions."""
+
+from pathlib import Path
+
+from bitlut.errors import UserError
+
+SYNTHETIC = ("llama7b", "llama-tiny")     # quant.synthetic.MODELS, named here to avoid torch
+DEFAULT_BITS = {"claq": 2.2, "gptq": 3, "rtn": 3}
+
+
+def register(sub):
+    p = sub.add_parser(
+        "quantize", help="quantize a Hugging Face checkpoint or a synthetic model into a .q file",
+        description="Quantize every linear layer of a checkpoint folder (safetensors + "
+                    "config.json), or a seeded synthetic LLaMA block, into a .q file.")
+    p.add_argument("checkpoint", nargs="?", help="Hugging Face checkpoint folder")
+    p.add_argument("--synthetic", choices=SYNTHETIC,
+                   help="a seeded synthetic model instead of a checkpoint")
+    p.add_argument("-o", "--output", required=True, help="the .q file to write")
+    p.add_argument("--method", choices=("claq", "gptq", "rtn"), default="claq")
+    p.add_argument("--bits", type=float, default=None,
+                   help="CLAQ: average bits in [2, 4] (default 2.2); GPTQ/RTN: integer (default 3)")
+    p.add_argument("--group-size", type=int, default=128,
+                   help="GPTQ/RTN columns per scale/zero; 0 = one group per row (default 128)")
+    p.add_argument("--outliers", action="store_true",
+                   help="CLAQ outlier reservation with the paper's ratios (1.4%% of each tail "
+                        "for the top 10%% of columns, 0.4%% for the rest)")
+    p.add_argument("--outlier-ratio", metavar="TOP[,REST]",
+                   help="CLAQ outlier reservation with these per-tail ratios")
+    p.add_argument("--text", help="calibration text file (checkpoints; default: seeded random "
+                                  "tokens)")
+    p.add_argument("--samples", type=int, default=16, help="calibration sequences (checkpoints)")
+    p.add_argument("--seqlen", type=int, default=256, help="calibration sequence length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.set_defaults(func=cmd_quantize)
+
+    i = sub.add_parser("inspect", help="print the layers, shapes and bits per weight of a .q file",
+                       description="Validate a .q file and print its layers.")
+    i.add_argument("file", help="the .q file")
+    i.set_defaults(func=cmd_inspect)
+
+
+def _ratios(args):
+    if args.outlier_ratio is not None:
+        parts = args.outlier_ratio.split(",")
+        try:
+            vals = [float(x) for x in parts]
+        except ValueError:
+            vals = []
+        if len(vals) not in (1, 2):
+            raise UserError(f"--outlier-ratio must be TOP or TOP,REST numbers, "
+                            f"not {args.outlier_ratio!r}")
+        return (vals[0], vals[-1])
+    if args.outliers:
+        return (0.014, 0.004)
+    return (0.0, 0.0)
+
+
+def method_from_args(args):
+    """The `quant.method.Method` the command line asks for (UserError if it is invalid)."""
+    from quant.claq import CLAQSettings
+    from quant.method import Method
+    bits = DEFAULT_BITS[args.method] if args.bits is None else args.bits
+    top, rest = _ratios(args)
+    if args.method != "claq" and (top or rest):
+        raise UserError(f"--outliers/--outlier-ratio must go with --method claq, "
+                        f"not {args.method}")
+    if args.group_size < 0:
+        raise UserError(f"--group-size must be >= 0, not {args.group_size}")
+    try:
+        c = CLAQSettings(bits=float(bits) if args.method == "claq" else 2.2,
+                         outlier_ratio_top=top, outlier_ratio_rest=rest)
+        return Method(args.method, float(bits), args.group_size or None, c)
+    except ValueError as e:
+        raise UserError(f"quantize: {e}") from None
+
+
+def cmd_quantize(args):
+    if (args.checkpoint is None) == (args.synthetic is None):
+        raise UserError("quantize needs exactly one of CHECKPOINT_DIR or --synthetic NAME, "
+                        f"not {'both' if args.checkpoint else 'neither'}")
+    for name in ("samples", "seqlen"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, not {getattr(args, name)}")
+    method = method_from_args(args)
+    _check_device(args.device)
+    import quant
+    from quant.progress import progress
+    if args.synthetic:
+        from quant import synthetic
+        total = synthetic.total_columns(args.synthetic)
+        with progress(total, f"{method.label()} {args.synthetic}") as advance:
+            qm = synthetic.quantize_model(args.synthetic, method, seed=args.seed,
+                                          device=args.device, progress=advance)
+    else:
+        from quant import checkpoint
+        total = checkpoint.linear_columns(args.checkpoint)
+        with progress(total, f"{method.label()} {Path(args.checkpoint).name}") as advance:
+            qm = checkpoint.quantize_checkpoint(args.checkpoint, method, text=args.text,
+                                                samples=args.samples, seqlen=args.seqlen,
+                                                seed=args.seed, device=args.device,
+                                                progress=advance)
+    path = quant.save(args.output, qm)
+    print(f"wrote {path}: {len(qm.layers)} layers, {method.label()}, "
+          f"{qm.bits_per_weight(True):.3f} bits/weight "
+          f"({qm.bits_per_weight(False):.3f} without outliers)")
+    return 0
+
+
+def _check_device(device):
+    import torch
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device must be a torch device such as cpu or cuda, "
+                        f"not {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device must be available on this machine, not {device!r} "
+                        "(no CUDA)")
+
+
+def format_inspect(path, qm):
+    """The `bitlut inspect` report as text."""
+    size = Path(path).stat().st_size
+    lines = [f"{path}: model {qm.model}, quantizer {qm.quantizer.get('name')}, "
+             f"{len(qm.layers)} layers, {size / 2**20:.2f} MiB on disk",
+             f"settings: {qm.quantizer.get('settings')}",
+             f"{'layer':<40} {'kind':<8} {'N x K':>13} {'bits (columns)':<22} {'outliers':>9} "
+             f"{'bpw':>7} {'bpw w/o':>7}"]
+    for q in qm.layers.values():
+        n, k = q.shape
+        vals, counts = _unique(q.bits)
+        hist = " ".join(f"{int(b)}:{int(c)}" for b, c in zip(vals, counts, strict=True))
+        if q.kind == "uniform":
+            hist += f" g{q.group_size}"
+        lines.append(f"{q.name:<40} {q.kind:<8} {f'{n}x{k}':>13} {hist:<22} "
+                     f"{q.n_outliers:>9} {q.bits_per_weight(True):>7.3f} "
+                     f"{q.bits_per_weight(False):>7.3f}")
+    weights = sum(q.shape[0] * q.shape[1] for q in qm.layers.values())
+    lines.append(f"total: {weights} weights, {qm.bits_per_weight(True):.4f} bits/weight "
+                 f"({qm.bits_per_weight(False):.4f} without outliers), "
+                 f"{8 * size / weights:.4f} bits/weight on disk")
+    return "\n".join(lines)
+
+
+def _unique(a):
+    import numpy as np
+    return np.unique(a, return_counts=True)
+
+
+def cmd_inspect(args):
+    import quant
+    qm = quant.load(args.file)
+    print(format_inspect(args.file, qm))
+    return 0
