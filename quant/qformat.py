@@ -85,16 +85,16 @@ def unpack_codes(stream, n, bits):
     k = bits.shape[0]
     lens = column_nbytes(n, bits)
     offs = np.concatenate([[0], np.cumsum(lens)])
-    codes = np.zeros((n, k), np.uint8)
+    codes_t = np.zeros((k, n), np.uint8)      # column-major while filling: row scatters are fast
     pad_ok = np.ones(k, bool)
     for b in np.unique(bits):
         cols = np.nonzero(bits == b)[0]
         length = int(lens[cols[0]])
-        raw = np.stack([stream[o:o + length] for o in offs[cols].tolist()])
+        raw = stream[offs[cols][:, None] + np.arange(length)[None, :]]
         c, ok = _unpack_rows(raw, n, int(b))
-        codes[:, cols] = c.T
+        codes_t[cols] = c
         pad_ok[cols] = ok
-    return codes, pad_ok
+    return codes_t.T, pad_ok                   # [N, K], Fortran order: no 200 MB transpose
 
 
 # ---- layer <-> tensors -------------------------------------------------------------------------
