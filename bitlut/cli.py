@@ -67,6 +67,13 @@ def main(argv=None):
             raise
         print(f"bitlut: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # a path the user gave cannot be read or written: name it, no traceback
+        if args.debug:
+            raise
+        where = e.filename if e.filename is not None else "path"
+        print(f"bitlut: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bitlut: interrupted", file=sys.stderr)
         return 130

@@ -190,3 +190,11 @@ def test_cli_debug_shows_traceback(cli, tmp_path):
     path.write_text(yaml.safe_dump(edit("pe.group", 7)))
     r = cli("--debug", "arch", "check", path)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_cli_unwritable_output_is_one_line(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = cli("isa-doc", "-o", blocker / "sub" / "isa.md")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "file" in r.stderr
