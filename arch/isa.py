@@ -137,7 +137,8 @@ def _matmul(src_buffer, src_doc):
         Field("rows", 12, "token rows (M) in the block", kind="count"),
         Field("n", 16, "output channels (N) in the block", kind="count"),
         Field("kgroups", 16, "input groups (K / g) in the block", kind="count"),
-        Field("bits", 4, "weight bits: planes (uniform) or code width (codebook)", kind="count"),
+        Field("bits", 5, "bit planes: uniform weight bits, codebook code width (lmma) or "
+              "centroid width (bsmm, mma)", kind="count"),
         Field("mode", 1, "weight format", enum=Mode),
         Field("accumulate", 1, "1: add into dst; 0: overwrite dst", kind="flag"),
         _addr("src", src_buffer, src_doc),

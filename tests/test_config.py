@@ -51,8 +51,12 @@ def test_derived_values_follow_fields():
     assert cfg.dram_bytes_per_cycle == pytest.approx(25.6)
     assert cfg.dram_latency_cycles == 100
     # table entries hold the largest codebook sum: two 2-bit columns share a 4-bit index,
-    # 2 * 127 * 127 = 32258 -> 15 bits + sign; int16 storage
-    assert cfg.table_entry_bits == 16 and cfg.table_entry_bytes == 2
+    # with int16 centroids 2 * 127 * 32767 = 8322818 -> 23 bits + sign; int32 storage
+    assert cfg.pe.centroid_bits == 16
+    assert cfg.table_entry_bits == 24 and cfg.table_entry_bytes == 4
+    # with int8 centroids 2 * 127 * 127 = 32258 -> 15 bits + sign: int16 storage
+    cb8 = cfg.replace(pe=dataclasses.replace(cfg.pe, centroid_bits=8))
+    assert cb8.table_entry_bits == 16 and cb8.table_entry_bytes == 2
     assert [cfg.codebook_group(b) for b in (2, 3, 4)] == [2, 1, 1]
     with pytest.raises(ConfigError, match=r"codebook code width must be between 2 and "
                        r"pe\.index_bits \(4\), not 1"):

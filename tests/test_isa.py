@@ -76,12 +76,12 @@ def test_assemble_disassemble_assemble(program):
 def test_hand_checked_word():
     # lmma rows=2 n=64 kgroups=1024 bits=2 mode=uniform accumulate=1 src=0 wgt=0x10 dst=0x20,
     # wait=table (bit 1), signal=vector (bit 3); field offsets worked out from docs/isa.md:
-    # op 4:0, wait 9:5, signal 14:10, rows 26:15, n 42:27, kgroups 58:43, bits 62:59,
-    # mode 63, accumulate 64, src 84:65, wgt 104:85, dst 124:105.
+    # op 4:0, wait 9:5, signal 14:10, rows 26:15, n 42:27, kgroups 58:43, bits 63:59,
+    # mode 64, accumulate 65, src 85:66, wgt 105:86, dst 125:106.
     insn = isa.parse_line("lmma rows=2 n=64 kgroups=1024 bits=2 mode=uniform accumulate=1 "
                           "src=0 wgt=0x10 dst=0x20 wait=table signal=vector", 0)
     expect = (Opcode.LMMA.value | 0b00010 << 5 | 0b01000 << 10 | 2 << 15 | 64 << 27
-              | 1024 << 43 | 2 << 59 | 0 << 63 | 1 << 64 | 0 << 65 | 0x10 << 85 | 0x20 << 105)
+              | 1024 << 43 | 2 << 59 | 0 << 64 | 1 << 65 | 0 << 66 | 0x10 << 86 | 0x20 << 106)
     assert isa.encode(insn) == expect
 
 
@@ -97,7 +97,7 @@ LMMA = "lmma rows=2 n=64 kgroups=8 bits=2 mode=uniform accumulate=0 src=0 wgt=0 
 @pytest.mark.parametrize("line,pattern", [
     ("frobnicate x=1", r"insn 1: `mnemonic` must be one of nop, .*, not 'frobnicate'"),
     (LMMA.replace("rows=2", "rows=0"), r"insn 1 \(lmma\): `rows` must be at least 1, not 0"),
-    (LMMA.replace("bits=2", "bits=16"), r"`bits` must be in \[0, 15\] \(4 bits\), not 16"),
+    (LMMA.replace("bits=2", "bits=32"), r"`bits` must be in \[0, 31\] \(5 bits\), not 32"),
     (LMMA.replace("bits=2", "bits=two"), r"`bits` must be an integer, not 'two'"),
     (LMMA.replace("mode=uniform", "mode=ternary"),
      r"`mode` must be one of uniform, codebook, not 'ternary'"),
@@ -144,7 +144,7 @@ def lmma_word():
 @pytest.mark.parametrize("mutate,pattern", [
     (lambda w: 0, r"insn 7: `op` must be an assigned opcode, not 0"),
     (lambda w: (w & ~0x1F) | 31, r"insn 7: `op` must be an assigned opcode, not 31"),
-    (lambda w: w | 1 << 127, r"insn 7 \(lmma\): `reserved` must be zero, not 0x4"),
+    (lambda w: w | 1 << 127, r"insn 7 \(lmma\): `reserved` must be zero, not 0x2"),
     (lambda w: w & ~(0xFFF << 15), r"insn 7 \(lmma\): `rows` must be at least 1, not 0"),
     (lambda w: w | 1 << (5 + 2), r"insn 7 \(lmma\): `wait` must be free of the instruction's own"),
     (lambda w: 1 << 128, r"insn 7: `word` must be a 128-bit unsigned integer"),
