@@ -176,7 +176,7 @@ def print_report(report, cfg):
                           f"{ck['rel_fro_err']:.1e} overall, largest element "
                           f"{ck['max_rel_err']:.1e} of max |y|)")
         if any(r["sampled"] for r in phase["layers"]):
-            console.print("  * sampled: two row blocks simulated, the rest extrapolated "
+            console.print("  * sampled: one and two output tiles simulated, the rest extrapolated "
                           "(--full simulates every block)")
 
 
