@@ -1,6 +1,8 @@
 """The roofline figure: each layer placed by arithmetic intensity (MACs per DRAM byte) and the
 performance its bound allows, under the accelerator's compute roof and bandwidth slope."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -28,14 +30,14 @@ def plot(rows, config, path, title=None, measured=None):
         key = r["tokens"]
         mk = markers.setdefault(key, "os^dv<>"[len(markers) % 7])
         ax.plot(r["intensity"], r["attainable"], mk, ms=7, alpha=0.8, label=f"M={key}")
-        # layers of one shape land on one spot: label the spot once with all their names
-        spot = (round(r["intensity"], 2), round(r["attainable"], 1), key)
-        spots.setdefault(spot, []).append(r["name"])
+        # layers that land on (nearly) one spot are labelled once, with all their names
+        spot = (round(math.log10(r["intensity"]), 1), round(math.log10(r["attainable"]), 1), key)
+        spots.setdefault(spot, (r["intensity"], r["attainable"], []))[2].append(r["name"])
         if measured and f"{r['name']}@{key}" in measured:
             ax.plot(r["intensity"], measured[f"{r['name']}@{key}"], "x", color="crimson",
                     label="simulated")
-    for (x, y, _), names in spots.items():
-        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, -10),
+    for x, y, names in spots.values():
+        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(6, -12),
                     textcoords="offset points")
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
