@@ -1,0 +1,87 @@
+"""Pieces shared by the PE arrays: shapes derived from the config, the saturating/wrapping fit, and
+the two-stage shift-accumulate pipeline that the `lut` and `bitserial` arrays put behind their
+per-lane term logic.
+
+Ref: LUT Tensor Core (ISCA'25) §3.2, and its released RTL `fp_lut_array_b_cycle_stage1.sv` (one
+bit plane per cycle, weight 2^p, psum injected at plane 0, result after the last plane).
+
+Stall discipline (all arrays): one enable, `advance = ~o.valid | o.ready`, moves every pipeline
+register at once, and `i.ready = advance`. A stalled output stream therefore freezes the whole
+array without losing or duplicating a beat, and with a ready sink the array accepts one beat per
+cycle (initiation interval 1).
+"""
+
+from amaranth.hdl import Mux, Shape, Signal, signed
+
+__all__ = ["acc_shape", "fit", "plane_shape", "ShiftAccumulate"]
+
+
+def acc_shape(cfg):
+    """The accumulator shape: `signed(pe.acc_bits)`."""
+    return signed(cfg.pe.acc_bits)
+
+
+def plane_shape(planes):
+    """Unsigned shape holding a bit-plane number `0 .. planes-1` (at least one bit wide, so the
+    Verilog never has a zero-width field)."""
+    return Shape.cast(range(max(planes, 2)))
+
+
+def fit(value, shape, saturate):
+    """`value` narrowed to `shape`: two's-complement wrap (plain truncation on assignment) or,
+    with `saturate`, clamped to the shape's range."""
+    shape = Shape.cast(shape)
+    if not saturate:
+        return value
+    lo, hi = -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return Mux(value > hi, hi, Mux(value < lo, lo, value))
+
+
+class ShiftAccumulate:
+    """The back half of a `lut` or `bitserial` PE array, built into an existing module.
+
+    Stage 1 registers, per lane, `term + (first ? psum : 0)` fitted to the accumulator (the caller
+    computes `term`, already shifted by the bit plane and signed, from the input payload). Stage 2
+    adds it to the lane's accumulator (or to zero on a tile's first beat) and, on the tile's last
+    beat, writes the sum to the output payload instead, so the next tile can start in the very next
+    cycle while the result waits in the output register. Latency: 2 cycles from the handshake of a
+    tile's last beat to its result handshake (with a ready sink); one beat per cycle.
+
+    Members
+    -------
+    advance : Signal
+        High when the pipeline moves this cycle (`~o.valid | o.ready`).
+    """
+
+    #: pipeline depth in cycles, from the last beat's handshake to the result handshake
+    DEPTH = 2
+
+    def __init__(self, m, cfg, i, o, term):
+        pe = cfg.pe
+        rows, cols = pe.rows, pe.cols
+        shape = acc_shape(cfg)
+        sat = pe.saturate
+        p = i.payload
+
+        self.advance = advance = Signal()
+        m.d.comb += [advance.eq(~o.valid | o.ready), i.ready.eq(advance)]
+
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1 = [[Signal(shape, name=f"s1_{r}_{c}") for c in range(cols)] for r in range(rows)]
+        acc = [[Signal(shape, name=f"acc_{r}_{c}") for c in range(cols)] for r in range(rows)]
+
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(i.valid), s1_first.eq(p.first), s1_last.eq(p.last)]
+            m.d.sync += o.valid.eq(s1_valid & s1_last)
+            for r in range(rows):
+                for c in range(cols):
+                    inject = Mux(p.first, p.psum[r][c], 0)
+                    m.d.sync += s1[r][c].eq(fit(term(r, c) + inject, shape, sat))
+            with m.If(s1_valid):
+                for r in range(rows):
+                    for c in range(cols):
+                        total = fit(Mux(s1_first, 0, acc[r][c]) + s1[r][c], shape, sat)
+                        with m.If(s1_last):
+                            m.d.sync += o.payload[r][c].eq(total)
+                        with m.Else():
+                            m.d.sync += acc[r][c].eq(total)

@@ -1,0 +1,153 @@
+"""The MAC baseline (`pe.kind: mac`): a weight-stationary systolic array of int MACs.
+
+Ref: SCALE-Sim (Samajdar et al., ISPASS'20) weight-stationary dataflow; bit_serial.md and
+lut_tensor_core.md §3.1 (the dequantize-then-multiply MAC baseline the papers compare against).
+
+The array has R = `pe.rows` reduction rows (input features k) and C = `pe.cols` output columns.
+PE (r, c) holds weight `w[r][c]` (already dequantized: `q − z` or the codebook centroid), passes its
+activation to the right and its partial sum down: `ps(r, c) = ps(r−1, c) + a_r · w[r][c]`.
+Activations enter row r skewed by r cycles, partial sums enter column c skewed by c cycles, and
+column c's result is deskewed by `C − 1 − c` cycles, so the streams outside are aligned: one
+activation vector (one token row, R features) in, one result vector (C outputs) out.
+
+Weights are loaded through their own stream, one row of C weights per beat, beat r writing row r;
+a load is accepted only once no activation is in flight (the array drains first), and activations
+wait while a load is part-way. Loading and computing do not overlap (no shadow weights), as in
+SCALE-Sim's weight-stationary model without prefetch.
+"""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import acc_shape, fit
+
+__all__ = ["MacPEArray", "mac_latency", "mac_layouts", "mac_weight_bits"]
+
+
+def mac_weight_bits(cfg):
+    """Width of one dequantized weight: a signed centroid (`pe.centroid_bits`) or `q − z` of the
+    widest uniform code (one more bit than the code)."""
+    return max(cfg.pe.centroid_bits, max(cfg.pe.weight_bits) + 1)
+
+
+def mac_latency(cfg):
+    """Cycles from an activation handshake to its result handshake:
+    `cfg.timing.pe_latency + rows + cols − 2` (the PE depth plus the systolic skew)."""
+    return cfg.timing.pe_latency + cfg.pe.rows + cfg.pe.cols - 2
+
+
+def mac_layouts(cfg):
+    """`(weight_layout, act_layout, result_layout)` of the MAC array for `cfg`."""
+    pe = cfg.pe
+    weight = data.StructLayout({
+        "w": data.ArrayLayout(signed(mac_weight_bits(cfg)), pe.cols),
+    })
+    act = data.StructLayout({
+        "x": data.ArrayLayout(signed(pe.act_bits), pe.rows),
+        "psum": data.ArrayLayout(acc_shape(cfg), pe.cols),
+    })
+    result = data.ArrayLayout(acc_shape(cfg), pe.cols)
+    return weight, act, result
+
+
+class MacPEArray(wiring.Component):
+    """R x C weight-stationary systolic array of int8 x int MACs with int accumulators.
+
+    Parameters
+    ----------
+    cfg : ArchConfig
+        A `mac` config: `pe.rows` (R), `pe.cols` (C), `pe.act_bits`, `pe.acc_bits`,
+        `pe.weight_bits`, `pe.centroid_bits`, `pe.saturate`.
+
+    Members
+    -------
+    w : In(stream.Signature(weight_layout))
+        Weight rows: R beats load the array, beat r writing row r (`w[C]`, signed).
+    i : In(stream.Signature(act_layout))
+        One token row per beat: `x[R]` (int8) and `psum[C]` (added at the top of each column).
+    o : Out(stream.Signature(result_layout))
+        One beat per activation beat: `psum[c] + Σ_r x[r] · w[r][c]`.
+
+    Timing: one activation beat per cycle (`cfg.timing.pe_ii` = 1); latency from an activation
+    handshake to its result handshake `cfg.timing.pe_latency + R + C − 2` (pe_latency = 2: the
+    multiply-add register and the output register; R + C − 2 is the systolic skew); a weight load
+    takes R beats at one per cycle once the array has drained.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, cfg):
+        if cfg.pe.kind != "mac":
+            self._MustUse__silence = True  # not built: no unused-elaboratable warning
+            raise ValueError(f"`cfg.pe.kind` must be 'mac' for a MacPEArray, not {cfg.pe.kind!r}")
+        self.cfg = cfg
+        self.weight_layout, self.act_layout, self.result_layout = mac_layouts(cfg)
+        super().__init__({
+            "w": In(stream.Signature(self.weight_layout)),
+            "i": In(stream.Signature(self.act_layout)),
+            "o": Out(stream.Signature(self.result_layout)),
+        })
+
+    @property
+    def latency(self):
+        """Cycles from an activation handshake to its result handshake (`mac_latency`)."""
+        return mac_latency(self.cfg)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, pe = self.cfg, self.cfg.pe
+        R, C = pe.rows, pe.cols
+        shape = acc_shape(cfg)
+        sat = pe.saturate
+        w, i, o = self.w, self.i, self.o
+
+        advance = Signal()
+        m.d.comb += advance.eq(~o.valid | o.ready)
+
+        # Weight load: row counter, and a count of activations in flight to know the array drained.
+        load_row = Signal(range(max(R, 2)))
+        inflight = Signal(range(self.latency + 2))
+        weights = [[Signal(signed(mac_weight_bits(cfg)), name=f"w_{r}_{c}") for c in range(C)]
+                   for r in range(R)]
+        m.d.comb += [
+            w.ready.eq(inflight == 0),
+            i.ready.eq(advance & (load_row == 0)),
+        ]
+        with m.If(w.valid & w.ready):
+            with m.Switch(load_row):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.sync += [weights[r][c].eq(w.payload.w[c]) for c in range(C)]
+            m.d.sync += load_row.eq(0 if R == 1 else (load_row + 1) % R)
+        i_fire = i.valid & i.ready
+        o_fire = o.valid & o.ready
+        m.d.sync += inflight.eq(inflight + i_fire - o_fire)
+
+        # Everything below moves only with `advance` (a stalled output freezes the array).
+        def delay(value, n, name):
+            for k in range(n):
+                reg = Signal.like(value, name=f"{name}_d{k}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        a_reg = [[Signal(signed(pe.act_bits), name=f"a_{r}_{c}") for c in range(C)]
+                 for r in range(R)]
+        ps_reg = [[Signal(shape, name=f"ps_{r}_{c}") for c in range(C)] for r in range(R)]
+        with m.If(advance):
+            x_in = [delay(i.payload.x[r], r, f"xskew{r}") for r in range(R)]
+            ps_in = [delay(i.payload.psum[c], c, f"pskew{c}") for c in range(C)]
+            for r in range(R):
+                for c in range(C):
+                    a = x_in[r] if c == 0 else a_reg[r][c - 1]
+                    above = ps_in[c] if r == 0 else ps_reg[r - 1][c]
+                    m.d.sync += [
+                        a_reg[r][c].eq(a),
+                        ps_reg[r][c].eq(fit(above + a * weights[r][c], shape, sat)),
+                    ]
+            for c in range(C):
+                m.d.sync += o.payload[c].eq(delay(ps_reg[R - 1][c], C - 1 - c, f"deskew{c}"))
+            valid = delay(i_fire, R + C - 1, "valid")
+            m.d.sync += o.valid.eq(valid)
+        return m

