@@ -65,7 +65,7 @@ class PE:
 class Timing:
     """Per-unit cycle costs of the pipeline. They are measured on the RTL by its tests and the cycle
     model reads them from here; a test fails if the RTL drifts from these numbers."""
-    pe_latency: int = 2          # cycles from a tile's first input to its result (pipeline depth)
+    pe_latency: int = 2          # cycles from a tile's last beat to its result (pipeline depth)
     pe_ii: int = 1               # cycles between successive bit planes / tiles, steady state
     table_latency: int = 2       # table precompute unit pipeline depth
     table_ii: int = 1            # cycles per table (one token row, one group) built

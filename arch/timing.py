@@ -7,10 +7,12 @@ the RTL tests measure (DESIGN.md section 9: one event per instruction, not per t
 
 - LUT array: `ceil(rows / pe.rows) * ceil(n / pe.cols)` tiles, each `kgroups` table groups deep,
   one bit plane per `pe_ii` cycles (uniform: `bits` planes; codebook: one lookup per group),
-  plus the pipeline depth once per instruction.
+  plus the pipeline depth (`pe_latency`, from a tile's last beat to its result) once per
+  instruction.
 - Bit-serial array: the same walk with `bits` planes (the centroid width in codebook mode).
 - MAC array (weight-stationary, as SCALE-Sim v3 models it): `ceil(K / R) * ceil(n / C)` folds,
-  each `2R + C + rows - 2` cycles (weight preload R, skew R - 1, stream `rows`, drain C - 1).
+  each `2R + C + rows - 2` cycles (weight preload R, skew R - 1, stream `rows`, drain C - 1)
+  plus the PE's `pe_latency`.
 - Table unit: one table (one row, one group) per `table_ii` cycles.
 - Vector unit: `vector_lanes` elements per cycle plus its pipeline depth.
 - DMA: `dma_setup` cycles on the unit; DRAM latency; the bytes rounded up to whole bursts at the
@@ -23,13 +25,19 @@ from arch.isa import Mode, Opcode
 
 
 def matmul_cycles(config, op, rows, n, kgroups, planes):
-    """Cycles of one matmul instruction on the PE array (without pipeline fill)."""
+    """Cycles of one matmul instruction on the PE array, pipeline depth included.
+
+    LUT and bit-serial: the tiles' beats back to back, then `pe_latency` once. MAC: each fold
+    occupies the array for SCALE-Sim's `2R + C + rows - 2` plus the PE's `pe_latency` (the RTL
+    loads the next fold's weights only once the array has drained; verif/test_mac_pe.py pins
+    it), so a config with `pe_latency: 0` is SCALE-Sim's ideal array."""
     pe, t = config.pe, config.timing
     if op is Opcode.MMA:
         k = kgroups * pe.group
         return math.ceil(k / pe.rows) * math.ceil(n / pe.cols) * (2 * pe.rows + pe.cols
-                                                                    + rows - 2)
-    return math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * kgroups * planes * t.pe_ii
+                                                                    + rows - 2 + t.pe_latency)
+    return (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * kgroups * planes * t.pe_ii
+            + t.pe_latency)
 
 
 def matmul_planes(config, op, mode, bits):
@@ -70,7 +78,7 @@ def unit_cycles(config, insn):
         return math.ceil(a["n"] * a["cols"] / pe.cols) + t.table_latency
     if op in (Opcode.LMMA, Opcode.BSMM, Opcode.MMA):
         planes = matmul_planes(config, op, Mode(a["mode"]), a["bits"])
-        return matmul_cycles(config, op, a["rows"], a["n"], a["kgroups"], planes) + t.pe_latency
+        return matmul_cycles(config, op, a["rows"], a["n"], a["kgroups"], planes)
     if op is Opcode.VSUM:
         return vector_cycles(config, a["rows"] * a["cols"])
     if op in (Opcode.VDEQ, Opcode.VSCALE):

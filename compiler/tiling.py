@@ -158,8 +158,7 @@ def estimate(plan, config, m, tile):
             times = rcount * ncount
             for ks in plan.ksteps:
                 planes = timing.matmul_planes(config, op, mode, ks.bits)
-                matmul += times * (timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
-                                   + t.pe_latency)
+                matmul += times * timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
                 lookups += times * rows * n * ks.kgroups * planes
                 acc_bytes += times * 4 * rows * n
                 if pe.kind == "lut":

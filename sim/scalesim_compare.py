@@ -9,11 +9,14 @@ SCALE-Sim's `Total Cycles` (COMPUTE_REPORT.csv, CALC bandwidth mode) is the inde
 last output write: `ceil(K/R) * ceil(N/C) * (2R + C + M - 2) - 1` (papers/peers.md §3.1). Ours is
 the sum of `arch.timing.matmul_cycles` over the MMA instructions the compiler emits for the same
 GEMM (all M rows in one row block, per-row scales so one k-step spans K), minus one for the same
-zero-based count. SCALE-Sim needs numpy < 2.4, so it runs in its own interpreter; `--record`
-writes what it measured to `sim/data/scalesim_ws32.json`, which `tests/test_scalesim.py` reads.
+zero-based count, with `pe_latency` 0 (SCALE-Sim's array has no I/O registers; the RTL's add
+`pe_latency` cycles per fold). SCALE-Sim needs numpy < 2.4, so it runs in its own interpreter;
+`--record` writes what it measured to `sim/data/scalesim_ws32.json`, which
+`tests/test_scalesim.py` reads.
 """
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -114,6 +117,9 @@ def ours(m, k, n, config=None):
     from compiler.tiling import Tiling
     from quant.layer import QLayer
     cfg = config or config_mod.load("mac")
+    # SCALE-Sim's array has no I/O registers: compare with ours at pe_latency 0 (the shipped
+    # RTL adds its pe_latency per fold on top, arch/timing.py)
+    cfg = cfg.replace(timing=dataclasses.replace(cfg.timing, pe_latency=0))
     rng = np.random.default_rng(0)
     layer = QLayer(name="gemm", kind="uniform",
                    codes=rng.integers(0, 256, (n, k)).astype(np.uint8),

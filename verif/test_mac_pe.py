@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from arch import timing
+from arch.isa import Opcode
 from rtl.mac_pe import MacPEArray
 
 from . import amaranth_backend, vectors
@@ -56,6 +58,9 @@ def test_mac_pe_matches_golden(variant):
             tokens = k1 - k0 - pe.rows
             fold = tr.in_cycles[k1] - tr.in_cycles[k0]
             assert fold == 2 * pe.rows + pe.cols + tokens - 2 + cfg.timing.pe_latency, fold
+            # ... which is what the cycle model charges for one fold (arch/timing.py)
+            assert fold == timing.matmul_cycles(cfg, Opcode.MMA, tokens, pe.cols,
+                                                pe.rows // pe.group, 8), fold
     check(scenarios[2], traces[2], f"seed={s} {variant}")
 
 
