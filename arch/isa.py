@@ -131,6 +131,18 @@ def _addr(name, buffer, doc, width=20):
     return Field(name, width, doc, buffer=buffer)
 
 
+def _dma(sram_role, dram_role):
+    """The shared format of `load` and `store`: a 2-D copy between DRAM and a scratchpad."""
+    return [
+        Field("buf", 4, f"{sram_role} scratchpad", enum=Buffer),
+        _addr("sram", "buf", f"{sram_role}; rows are packed back to back"),
+        Field("dram", 32, f"{dram_role} byte address in DRAM"),
+        Field("rows", 12, "rows to transfer", kind="count"),
+        Field("row_bytes", 16, "bytes per row", kind="count"),
+        Field("dram_stride", 24, "bytes between row starts in DRAM"),
+    ]
+
+
 def _matmul(src_buffer, src_doc):
     """The shared format of the three matmul opcodes; only the source scratchpad differs."""
     return [
@@ -150,22 +162,8 @@ def _matmul(src_buffer, src_doc):
 FORMATS = {
     Opcode.NOP: [],
     Opcode.FINISH: [],
-    Opcode.LOAD: [
-        Field("buf", 4, "destination scratchpad", enum=Buffer),
-        _addr("sram", "buf", "destination; rows are packed back to back"),
-        Field("dram", 32, "source byte address in DRAM"),
-        Field("rows", 12, "rows to transfer", kind="count"),
-        Field("row_bytes", 16, "bytes per row", kind="count"),
-        Field("dram_stride", 24, "bytes between row starts in DRAM"),
-    ],
-    Opcode.STORE: [
-        Field("buf", 4, "source scratchpad", enum=Buffer),
-        _addr("sram", "buf", "source; rows are packed back to back"),
-        Field("dram", 32, "destination byte address in DRAM"),
-        Field("rows", 12, "rows to transfer", kind="count"),
-        Field("row_bytes", 16, "bytes per row", kind="count"),
-        Field("dram_stride", 24, "bytes between row starts in DRAM"),
-    ],
+    Opcode.LOAD: _dma(sram_role="destination", dram_role="source"),
+    Opcode.STORE: _dma(sram_role="source", dram_role="destination"),
     Opcode.TBL: [
         Field("mode", 1, "uniform: signed-sum tables; codebook: centroid-sum tables", enum=Mode),
         Field("bits", 4, "codebook code width b (g = index_bits // b); ignored if uniform",
