@@ -26,6 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from bitlut.fileio import atomic_write
+
 from . import tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +59,9 @@ def export(cfg, out_dir):
     paths = {}
     for name, comp in designs(cfg).items():
         path = out_dir / f"{name}.v"
-        path.write_text(verilog.convert(comp, name=name, emit_src=False))
-        (out_dir / f"{name}.ports.json").write_text(
-            json.dumps(comp.metadata.as_json(), indent=1) + "\n")
+        atomic_write(path, verilog.convert(comp, name=name, emit_src=False))
+        atomic_write(out_dir / f"{name}.ports.json",
+                     json.dumps(comp.metadata.as_json(), indent=1) + "\n")
         paths[name] = path
     return paths
 
@@ -76,7 +78,7 @@ def lint(path, name, log_dir):
                           env=tools.verilator_env())
     text = proc.stdout + proc.stderr
     log = log_dir / f"{name}.log"
-    log.write_text(text)
+    atomic_write(log, text)
     warnings = len(re.findall(r"^%Warning", text, re.M))
     return {"ok": proc.returncode == 0 and warnings == 0, "warnings": warnings, "log": str(log)}
 
@@ -202,7 +204,7 @@ def pnr(cfg, out_dir, freq_mhz=None):
         top = f"{name}_shell"
         shell = PnrShell(comp)
         v = out_dir / f"{top}.v"
-        v.write_text(verilog.convert(shell, name=top, ports=shell.ports(), emit_src=False))
+        atomic_write(v, verilog.convert(shell, name=top, ports=shell.ports(), emit_src=False))
         net = out_dir / f"{top}.json"
         t0 = time.time()
         script = (f"read_verilog {v.name}; " + _PREP.format(top=top)
@@ -276,8 +278,8 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
                 log(f"verilog: synth {name} {target}: {report['designs'][name][target]}")
         report["total"] = _totals(report, targets)
     report["seconds"] = round(time.time() - t0, 1)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / "report.md").write_text(markdown(report))
+    atomic_write(out_dir / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write(out_dir / "report.md", markdown(report))
     log(f"verilog: report {out_dir / 'report.md'}")
     return report
 
@@ -369,13 +371,13 @@ def compare(out_dir=None, log=print):
             if row.get(key) and mac.get(key):
                 row[f"density_vs_mac_{key}"] = round(mac[key] / row[key], 2)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps(rows, indent=1) + "\n")
+    atomic_write(out_dir / "compare.json", json.dumps(rows, indent=1) + "\n")
     head = ["weights", "kind", "design", "tag", "macs_per_cycle", "ecp5_luts", "ecp5_ffs",
             "ecp5_dsps", "xilinx_luts", "xilinx_ffs", "xilinx_dsps", "cmos_transistors",
             "density_vs_mac_xilinx_luts", "density_vs_mac_cmos_transistors"]
     md = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         md.append("| " + " | ".join(str(r.get(h, "—")) for h in head) + " |")
-    (out_dir / "compare.md").write_text("\n".join(md) + "\n")
+    atomic_write(out_dir / "compare.md", "\n".join(md) + "\n")
     log(f"verilog: comparison {out_dir / 'compare.md'}")
     return rows
