@@ -88,7 +88,6 @@ def isa_doc(args):
 
 
 def roofline_cmd(args):
-    import math
 
     import numpy as np
 
@@ -115,8 +114,8 @@ def roofline_cmd(args):
     for m in tokens:
         for name, layer in model.layers.items():
             n, k = layer.shape
-            wbytes = math.ceil(layer.bits_per_weight() * n * k / 8)
-            b = roofline.layer_bound(cfg, m, n, k, layer.kind, layer.bits, wbytes)
+            b = roofline.layer_bound(cfg, m, n, k, layer.kind, layer.bits,
+                                     roofline.stored_weight_bytes(layer))
             secs = b.cycles * cfg.cycle_ns * 1e-9
             line = (f"{name:>10} {m:>5} {b.intensity:8.2f} {b.bound:>8} {b.cycles:13,.0f} "
                     f"{secs * 1e3:8.3f}ms")

@@ -64,6 +64,13 @@ class Bound:
         return self.ops / self.dram_bytes if self.dram_bytes else math.inf
 
 
+def stored_weight_bytes(layer):
+    """Bytes of a `quant.layer.QLayer`'s weights as stored: codes, codebooks or scales and
+    zeros, the bit-width map and the outlier list (its `bits_per_weight`)."""
+    n, k = layer.shape
+    return math.ceil(layer.bits_per_weight(outliers=True) * n * k / 8)
+
+
 def layer_bound(config, m, n, k, kind, bits, weight_bytes):
     """The roofline of one layer: `bits` is the weight width, or an array of per-column widths
     (mixed precision: each width's columns run at that width's peak); `weight_bytes` is the

@@ -197,7 +197,7 @@ def _emit(plan, cfg, m, tile, image=True):
         a = prog.symbols[sym].addr + off
         return Region("dram", a, a + nbytes)
 
-    counters = {"tbl": 0, "matmul": 0, "vdeq": 0, "loads": 0, "stores": 0, "vout": 0}
+    vouts = 0                                # outlier lists so far (their slot parity)
     t = 0                                    # k-step counter across the program (slot parity)
     tile_no = 0
     x_sym, y_sym = prog.symbols["x"], prog.symbols["y"]
@@ -254,7 +254,6 @@ def _emit(plan, cfg, m, tile, image=True):
                                writes=[R(Buffer.TABLE, t_slot, tbytes)],
                                mode=Mode.CODEBOOK, bits=ks.bits, rows=rows, ngroups=kg,
                                act=a_slot, tbl=t_slot, cb=cb_slot, sums=s_slot)
-                    counters["tbl"] += 1
                 woff, wrows, wrb, wlen = wimg[(bi, ks.index)]
                 w_slot = wgt[p]
                 b.emit(Opcode.LOAD, reads=[D("w", woff, wrows * wrb)],
@@ -294,7 +293,6 @@ def _emit(plan, cfg, m, tile, image=True):
                        writes=[R(Buffer.ACC, acc_slot, 4 * rows * n)],
                        rows=rows, n=n, kgroups=kg, bits=mm_bits, mode=mode, accumulate=0,
                        src=src, wgt=mm_w, dst=acc_slot)
-                counters["matmul"] += 1
                 if kind == "codebook":
                     deq = Deq.BLOCK
                 else:
@@ -307,9 +305,8 @@ def _emit(plan, cfg, m, tile, image=True):
                        writes=[R(Buffer.OUT, o_slot, 4 * rows * n)],
                        rows=rows, n=n, deq=deq, first=int(si == 0), acc=acc_slot, out=o_slot,
                        param=p_slot, sums=s_slot)
-                counters["vdeq"] += 1
                 for loff, count in ol_at.get((bi, ks.index), ()):
-                    l_slot = ols[counters["vout"] % 2]
+                    l_slot = ols[vouts % 2]
                     lbytes = count * OUTLIER.itemsize
                     b.emit(Opcode.LOAD, reads=[D("outliers", loff, lbytes)],
                            writes=[R(Buffer.OUTLIER, l_slot, lbytes)],
@@ -323,7 +320,7 @@ def _emit(plan, cfg, m, tile, image=True):
                            rows=rows, n=n, k=width, count=count, first=int(first_vout),
                            list=l_slot, act=a_slot, out=c_slot)
                     first_vout = False
-                    counters["vout"] += 1
+                    vouts += 1
             has_corr = not first_vout
             b.emit(Opcode.VSCALE, reads=[R(Buffer.OUT, o_slot, 4 * rows * n),
                                          R(Buffer.SCALE, sx_slot, 4 * rows)]

@@ -25,12 +25,6 @@ from sim.cycle import simulate
 FULL_SIM_INSNS = 20000       # above this estimated size a layer is simulated by sampling
 
 
-def stored_weight_bytes(layer):
-    """Bytes of the layer's weights as stored: codes, codebooks or scales, outliers."""
-    n, k = layer.shape
-    return math.ceil(layer.bits_per_weight(outliers=True) * n * k / 8)
-
-
 def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
                    unlimited_bandwidth=False):
     """Simulate one layer at `m` tokens; return its report dict."""
@@ -85,7 +79,8 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     n, k = layer.shape
     kind = layer.kind
     bits = float(np.mean(layer.bits))
-    bound = roofline.layer_bound(config, m, n, k, kind, layer.bits, stored_weight_bytes(layer))
+    bound = roofline.layer_bound(config, m, n, k, kind, layer.bits,
+                                 roofline.stored_weight_bytes(layer))
     e = config.energy
     energy_j = sum(getattr(e, name) * count for name, count in events.items()) * 1e-12
     energy_j += e.static_mw * 1e-3 * cycles * config.cycle_ns * 1e-9

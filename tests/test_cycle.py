@@ -63,11 +63,10 @@ def bound_case(kind):
 @pytest.mark.parametrize("kind", ["bandwidth", "compute"])
 def test_within_ten_percent_of_the_roofline(kind):
     from arch import roofline
-    from sim.driver import stored_weight_bytes
     cfg, c, layer, m = bound_case(kind)
     n, k = layer.shape
     bound = roofline.layer_bound(cfg, m, n, k, layer.kind, layer.bits,
-                                 stored_weight_bytes(layer))
+                                 roofline.stored_weight_bytes(layer))
     assert bound.bound == ("memory" if kind == "bandwidth" else "compute")
     res, _ = simulate(cfg, c.program, data=False)
     assert res.cycles >= bound.cycles                     # nothing beats the roofline
