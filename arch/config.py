@@ -22,9 +22,19 @@ import yaml
 
 from bitlut.errors import UserError
 
+# The numeric domains every layer shares (quantizer, golden model, compiler, RTL): one place.
 PE_KINDS = ("lut", "bitserial", "mac")
-LUT_GROUPS = (2, 3, 4, 5)
-MIN_CODEBOOK_BITS = 2    # codebook (CLAQ) columns are 2-4 bits; 1-bit weights use uniform mode
+LUT_GROUPS = (2, 3, 4, 5)                # activations per LUT table
+BITSERIAL_GROUPS = (1, 2, 4, 8, 16)      # lane width of a bit-serial dot product
+UNIFORM_BITS = tuple(range(1, 9))        # uniform codes: any width up to 8 (bit-serial, MAC)
+LUT_WEIGHT_BITS = (1, 2, 3, 4)           # uniform widths the golden LUT kernel walks as planes
+# Codebook (CLAQ) columns are 2-4 bits: a 1-bit codebook is two centroids, which uniform 1-bit
+# codes with a scale and zero express exactly, so 1-bit columns use uniform mode.
+CODEBOOK_BITS = (2, 3, 4)
+MIN_CODEBOOK_BITS = min(CODEBOOK_BITS)
+CENTROID_BITS = (8, 16)                  # fixed-point centroid widths
+ACT_BITS = (8,)
+ACC_BITS = (16, 24, 32)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -192,19 +202,6 @@ class ArchConfig:
     def dram_latency_cycles(self):
         return math.ceil(self.dram.latency_ns / self.cycle_ns)
 
-    @property
-    def peak_weights_per_cycle(self):
-        """Weights consumed per cycle at the narrowest supported width (uniform mode).
-
-        LUT: rows share weights, so rows*cols lanes consume cols*group bit-plane weights per cycle,
-        i.e. cols*group/b weights of b bits. Bit-serial: cols*group weight bits per row-tile per
-        cycle likewise. MAC: a rows x cols weight-stationary array holds rows*cols weights."""
-        pe = self.pe
-        b = min(pe.weight_bits)
-        if pe.kind == "mac":
-            return pe.rows * pe.cols
-        return pe.cols * pe.group / b
-
     def replace(self, **changes):
         """A copy with top-level fields replaced (sections as dataclasses), validated again."""
         cfg = dataclasses.replace(self, **changes)
@@ -324,17 +321,16 @@ def validate(cfg):
     if pe.kind == "lut":
         one_of("pe.group", pe.group, LUT_GROUPS)
     elif pe.kind == "bitserial":
-        one_of("pe.group", pe.group, (1, 2, 4, 8, 16))
+        one_of("pe.group", pe.group, BITSERIAL_GROUPS)
     else:
         one_of("pe.group", pe.group, (1,))
-    one_of("pe.act_bits", pe.act_bits, (8,))
-    one_of("pe.acc_bits", pe.acc_bits, (16, 24, 32))
-    one_of("pe.centroid_bits", pe.centroid_bits, (8, 16))
+    one_of("pe.act_bits", pe.act_bits, ACT_BITS)
+    one_of("pe.acc_bits", pe.acc_bits, ACC_BITS)
+    one_of("pe.centroid_bits", pe.centroid_bits, CENTROID_BITS)
     if not 1 <= pe.index_bits <= 8:
         _fail(src, "pe.index_bits", "between 1 and 8", pe.index_bits)
-    allowed_bits = tuple(range(1, 9))
     for i, b in enumerate(pe.weight_bits):
-        one_of(f"pe.weight_bits[{i}]", b, allowed_bits)
+        one_of(f"pe.weight_bits[{i}]", b, UNIFORM_BITS)
     if len(set(pe.weight_bits)) != len(pe.weight_bits):
         _fail(src, "pe.weight_bits", "a list without repeats", list(pe.weight_bits))
     if pe.kind == "lut":

@@ -263,6 +263,15 @@ def layout(op):
 LAYOUTS = {op: layout(op) for op in Opcode}
 
 
+def field_max(op, name):
+    """The largest value field `name` of `op` holds: limits elsewhere derive from this, never
+    restate a width."""
+    for f in FORMATS[op]:
+        if f.name == name:
+            return (1 << f.width) - 1
+    raise KeyError(f"{op.name.lower()} has no field {name!r}")
+
+
 # -- the Python view of one instruction ---------------------------------------------------------
 @dataclass(frozen=True)
 class Insn:

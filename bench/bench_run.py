@@ -10,7 +10,7 @@ def run():
     import quant
     from arch import config
     from bench.common import ensure_llama
-    from compiler.check import run_layer, sample_activations
+    from sim.check import run_layer, sample_activations
     from compiler.lower import lower
     model = quant.load(ensure_llama())
     cfg = config.load("lut")

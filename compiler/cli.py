@@ -70,8 +70,8 @@ def compile_cmd(args):
 
 def run_cmd(args):
     from bitlut.fileio import atomic_write
-    from compiler.check import run_layer, sample_activations
     from compiler.lower import lower
+    from sim.check import run_layer, sample_activations
     cfg, model, names = _load(args)
     results, ok = {}, True
     print(f"{'layer':>12}  {'shape':>11}  {'max abs err':>11}  {'max rel err':>11}  "

@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from arch import image as img
+from arch.image import OUTLIER, PARAM
 from arch.isa import Buffer, Deq, Mode, Opcode
+from arch.numerics import quantize_activations
 from arch.program import Program
 from compiler import tiling as tiling_mod
 from compiler.builder import ProgramBuilder, Region
 from compiler.plan import codebook_image, plan_layer, weight_image, weight_image_bytes
-from sim.executor import BLOCK_PARAM, OUTLIER, PARAM
-
-MAX_DMA_ROW = 32768          # bytes per DMA row we use (the field allows 65535)
+from compiler.tiling import dma_shape
 
 
 @dataclass
@@ -49,16 +50,128 @@ class Compiled:
     report: dict = field(default_factory=dict)
 
 
-def dma_shape(nbytes):
-    """(rows, row_bytes) covering `nbytes` with rows of at most MAX_DMA_ROW bytes; the region
-    is padded up to rows * row_bytes."""
-    if nbytes <= MAX_DMA_ROW:
-        return 1, max(nbytes, 1)
-    rows = -(-nbytes // MAX_DMA_ROW)
-    row_bytes = -(-nbytes // rows)
-    return rows, row_bytes
+def lower(layer, config, tokens, tile=None, block_size=128, image=True, plan=None):
+    """Compile `layer` (a `quant.layer.QLayer`) for `config` and `tokens` rows of activations.
+    `tile` forces a `tiling.Tiling`; otherwise the cost model picks one. `image=False` leaves
+    the weights out of the DRAM image (same program, for timing-only runs). Raises
+    `LoweringError` (a `UserError`) when no tiling fits."""
+    plan = plan or plan_layer(layer, config, block_size)
+    if tile is None:
+        tile = tiling_mod.choose(plan, config, tokens)
+    else:
+        tiling_mod.check(plan, config, tokens, tile)
+    return _emit(plan, config, tokens, tile, image)
 
 
+def _emit(plan, cfg, m, tile, with_weights=True):
+    prog = Program(words=[], meta={"layer": plan.name, "tokens": m, "config": cfg.tag,
+                                   "tiling": tile.as_dict()})
+    dram = _DramImage(prog, plan, cfg, m, tile, with_weights)
+    slots = _scratchpad_slots(plan, cfg, tile, has_outliers=bool(dram.outliers))
+    emitter = _Emitter(plan, cfg, prog, dram, slots)
+    block_ends = [emitter.row_block(m0, min(tile.mr, m - m0)) for m0 in range(0, m, tile.mr)]
+    program = emitter.b.finish()
+    prog.meta["row_block_ends"] = block_ends      # last instruction of each row block
+    report = tiling_mod.estimate(plan, cfg, m, tile)
+    report.update({"layer": plan.name, "tokens": m, "instructions": len(program.words),
+                   "tiling": tile.as_dict(), "weight_image_bytes": int(dram.weight_bytes)})
+    return Compiled(program, plan, tile, report)
+
+
+# -- the DRAM image -------------------------------------------------------------------------------
+class _DramImage:
+    """The program's DRAM symbols: activations `x` (lowered, int8) and their row scales `sx`,
+    outputs `y`, the weight images of every (n-block, k-step), the scale records `param`, the
+    codebooks `cb` and the outlier lists, in the layouts of `arch.image`.
+
+    Members: `nblocks` [(n0, n1)]; `weights` {(block, k-step): (offset, rows, row_bytes,
+    bytes)}; `codebooks` {k-step: (offset, bytes)}; `outliers` {(block, k-step): [(offset,
+    count)]} (a list longer than one `vout` holds is split); `weight_bytes`."""
+
+    def __init__(self, prog, plan, cfg, m, tile, with_weights):
+        self.prog, self.plan, self.cfg = prog, plan, cfg
+        prog.alloc("x", (m, plan.kp), "int8")
+        prog.alloc("sx", (m,), "float32")
+        prog.alloc("y", (m, plan.n), "float32")
+        self.nblocks = [(n0, min(plan.n, n0 + tile.nw)) for n0 in range(0, plan.n, tile.nw)]
+        self._weights(with_weights)
+        self._params()
+        self.codebooks = self._codebooks() if plan.kind == "codebook" else {}
+        need = tiling_mod.slot_bytes(plan, cfg, tile.mr, tile.nw)
+        self.outliers = self._outliers(need["outlier"] // OUTLIER.itemsize)
+
+    def addr(self, sym, off=0):
+        return self.prog.symbols[sym].addr + off
+
+    def _weights(self, with_weights):
+        plan, cfg = self.plan, self.cfg
+        self.weights, off = {}, 0
+        for bi, (n0, n1) in enumerate(self.nblocks):
+            for ks in plan.ksteps:
+                size = weight_image_bytes(plan, cfg, ks, n1 - n0)
+                rows, rb = dma_shape(size)
+                self.weights[(bi, ks.index)] = (off, rows, rb, size)
+                off += -(-rows * rb // 64) * 64
+        self.weight_bytes = off
+        self.prog.alloc("w", (off,), "uint8")
+        if not with_weights:
+            return
+        view = self.prog.view("w")
+        for bi, (n0, n1) in enumerate(self.nblocks):
+            for ks in plan.ksteps:
+                off, _, _, size = self.weights[(bi, ks.index)]
+                data = weight_image(plan, cfg, ks, n0, n1)
+                assert len(data) == size
+                view[off:off + size] = data
+
+    def _params(self):
+        plan = self.plan
+        if plan.kind == "uniform":
+            rec = img.param_records(self.cfg, plan.scales, plan.zeros,
+                                    [ks.bits for ks in plan.ksteps])
+        else:
+            rec = img.block_param_records(plan.block_scale)
+        self.prog.alloc("param", (rec.nbytes,), "uint8")
+        self.prog.write("param", rec.view(np.uint8).ravel())
+
+    def _codebooks(self):
+        at, parts, off = {}, [], 0
+        for ks in self.plan.ksteps:
+            data = codebook_image(self.plan, self.cfg, ks).view(np.uint8).ravel()
+            at[ks.index] = (off, len(data))
+            parts.append(data)
+            off += len(data)
+        self.prog.alloc("cb", (off,), "uint8")
+        self.prog.write("cb", np.concatenate(parts))
+        return at
+
+    def _outliers(self, cap):
+        """The outlier lists of each (n-block, k-step), ordered by (row, lowered column) as in
+        the plan: the order `vout` adds them (CLAQ §3.3 outlier reservation)."""
+        plan = self.plan
+        if plan.ol_vals is None or not len(plan.ol_vals):
+            return {}
+        at, recs, off = {}, [], 0
+        kstep_of = np.searchsorted([ks.offset for ks in plan.ksteps], plan.ol_cols,
+                                   side="right") - 1
+        for bi, (n0, n1) in enumerate(self.nblocks):
+            inb = (plan.ol_rows >= n0) & (plan.ol_rows < n1)
+            for ks in plan.ksteps:
+                sel = np.nonzero(inb & (kstep_of == ks.index))[0]
+                if not len(sel):
+                    continue
+                r = img.outlier_records(plan.ol_rows[sel] - n0, plan.ol_cols[sel] - ks.offset,
+                                        plan.ol_vals[sel])
+                at[(bi, ks.index)] = [(off + c0 * OUTLIER.itemsize, min(cap, len(r) - c0))
+                                      for c0 in range(0, len(r), cap)]
+                recs.append(r)
+                off += r.nbytes
+        self.prog.alloc("outliers", (off,), "uint8")
+        self.prog.write("outliers", np.concatenate(recs).view(np.uint8))
+        return at
+
+
+# -- scratchpad slots -----------------------------------------------------------------------------
 class _Slots:
     """Double-buffered regions in one scratchpad, allocated once per program."""
 
@@ -76,279 +189,283 @@ class _Slots:
         return [base + i * size for i in range(count)]
 
 
-def lower(layer, config, tokens, tile=None, block_size=128, image=True, plan=None):
-    """Compile `layer` (a `quant.layer.QLayer`) for `config` and `tokens` rows of activations.
-    `tile` forces a `tiling.Tiling`; otherwise the cost model picks one. `image=False` leaves
-    the weights out of the DRAM image (same program, for timing-only runs). Raises
-    `LoweringError` (a `UserError`) when no tiling fits."""
-    plan = plan or plan_layer(layer, config, block_size)
-    if tile is None:
-        tile = tiling_mod.choose(plan, config, tokens)
-    else:
-        tiling_mod.check(plan, config, tokens, tile)
-    return _emit(plan, config, tokens, tile, image)
-
-
-def _emit(plan, cfg, m, tile, image=True):
-    pe = cfg.pe
-    kind = plan.kind
-    prog = Program(words=[], meta={"layer": plan.name, "tokens": m, "config": cfg.tag,
-                                   "tiling": tile.as_dict()})
-    b = ProgramBuilder(cfg, prog)
+def _scratchpad_slots(plan, cfg, tile, has_outliers):
+    """{role: [slot 0, slot 1]} addresses of every double-buffered region; the regions are the
+    ones `tiling.buffer_pieces` sized (role None when the layer has no such region)."""
+    pe, kind = cfg.pe, plan.kind
     mr, nw = tile.mr, tile.nw
-    ksteps = plan.ksteps
-    wmax = max(ks.width for ks in ksteps)
     need = tiling_mod.slot_bytes(plan, cfg, mr, nw)
+    wmax = max(ks.width for ks in plan.ksteps)
+    s = _Slots(cfg)
+    slots = {
+        "act": s.alloc(Buffer.ACT, mr * wmax),
+        "sums": s.alloc(Buffer.TABLE, img.SUMS.itemsize * mr),
+        "tbl": s.alloc(Buffer.TABLE, need["table_one"]) if pe.kind == "lut" else None,
+        "wgt": s.alloc(Buffer.WEIGHT, need["weight_one"]),
+        "wexp": (s.alloc(Buffer.WEIGHT, need["expanded_one"])
+                 if kind == "codebook" and pe.kind != "lut" else None),
+        "cb": s.alloc(Buffer.CODEBOOK, need["codebook_one"]) if kind == "codebook" else None,
+        "param": s.alloc(Buffer.SCALE, PARAM.itemsize * (nw if kind == "uniform" else 1)),
+        "sx": s.alloc(Buffer.SCALE, img.ROW_SCALE.itemsize * mr),
+        "acc": s.alloc(Buffer.ACC, img.ACC.itemsize * mr * nw),
+        "out": s.alloc(Buffer.OUT, img.OUT.itemsize * mr * nw),
+        "cor": s.alloc(Buffer.OUT, img.OUT.itemsize * mr * nw),
+        "ol": s.alloc(Buffer.OUTLIER, need["outlier"]) if has_outliers else None,
+    }
+    required = {"tbl": pe.kind == "lut", "wexp": kind == "codebook" and pe.kind != "lut",
+                "cb": kind == "codebook", "ol": has_outliers}
+    missing = [r for r, v in slots.items() if v is None and required.get(r, True)]
+    assert not missing, f"tiling.check admitted a tiling that overflows {missing}"
+    return slots
 
-    # -- DRAM image -------------------------------------------------------------------------------
-    prog.alloc("x", (m, plan.kp), "int8")
-    prog.alloc("sx", (m,), "float32")
-    prog.alloc("y", (m, plan.n), "float32")
-    nblocks = [(n0, min(plan.n, n0 + nw)) for n0 in range(0, plan.n, nw)]
-    wimg = {}
-    woff = 0
-    for bi, (n0, n1) in enumerate(nblocks):
-        for ks in ksteps:
-            size = weight_image_bytes(plan, cfg, ks, n1 - n0)
-            rows, rb = dma_shape(size)
-            wimg[(bi, ks.index)] = (woff, rows, rb, size)
-            woff += -(-rows * rb // 64) * 64
-    prog.alloc("w", (woff,), "uint8")
-    if image:
-        wview = prog.view("w")
-        for bi, (n0, n1) in enumerate(nblocks):
-            for ks in ksteps:
-                off, _, _, size = wimg[(bi, ks.index)]
-                img = weight_image(plan, cfg, ks, n0, n1)
-                assert len(img) == size
-                wview[off:off + size] = img
-    if kind == "uniform":
-        rec = np.zeros((len(ksteps), plan.n), PARAM)
-        rec["scale"] = plan.scales.T
-        if pe.kind == "lut":
-            zp = 2 * plan.zeros + 1 - (1 << np.array([ks.bits for ks in ksteps]))[None, :]
-        else:
-            zp = plan.zeros
-        rec["zero"] = zp.T
-    else:
-        rec = np.zeros((len(ksteps), 1), BLOCK_PARAM)
-        rec["scale"][:, 0] = plan.block_scale
-    prog.alloc("param", (rec.nbytes,), "uint8")
-    prog.write("param", rec.view(np.uint8).ravel())
-    cb_at = {}
-    if kind == "codebook":
-        imgs = []
-        off = 0
-        for ks in ksteps:
-            img = codebook_image(plan, cfg, ks).view(np.uint8).ravel()
-            cb_at[ks.index] = (off, len(img))
-            imgs.append(img)
-            off += len(img)
-        prog.alloc("cb", (off,), "uint8")
-        prog.write("cb", np.concatenate(imgs))
-    ol_at = {}
-    ol_cap = need["outlier"] // OUTLIER.itemsize
-    if plan.ol_vals is not None and len(plan.ol_vals):
-        recs, off = [], 0
-        kstep_of = np.searchsorted([ks.offset for ks in ksteps], plan.ol_cols, side="right") - 1
-        for bi, (n0, n1) in enumerate(nblocks):
-            inb = (plan.ol_rows >= n0) & (plan.ol_rows < n1)
-            for ks in ksteps:
-                sel = np.nonzero(inb & (kstep_of == ks.index))[0]
-                if not len(sel):
-                    continue
-                r = np.zeros(len(sel), OUTLIER)
-                r["n"] = plan.ol_rows[sel] - n0
-                r["k"] = plan.ol_cols[sel] - ks.offset
-                r["v"] = plan.ol_vals[sel]
-                # order within the block: by (row, lowered column), as in the plan
-                pieces = []
-                for c0 in range(0, len(r), ol_cap):
-                    pieces.append((off + c0 * OUTLIER.itemsize, min(ol_cap, len(r) - c0)))
-                ol_at[(bi, ks.index)] = pieces
-                recs.append(r)
-                off += r.nbytes
-        prog.alloc("outliers", (off,), "uint8")
-        prog.write("outliers", np.concatenate(recs).view(np.uint8))
 
-    # -- scratchpad slots -------------------------------------------------------------------------
-    slots = _Slots(cfg)
-    act = slots.alloc(Buffer.ACT, mr * wmax)
-    sums = slots.alloc(Buffer.TABLE, 4 * mr)
-    tbl = slots.alloc(Buffer.TABLE, need["table_one"]) if pe.kind == "lut" else None
-    wgt = slots.alloc(Buffer.WEIGHT, need["weight_one"])
-    wexp = (slots.alloc(Buffer.WEIGHT, need["expanded_one"])
-            if kind == "codebook" and pe.kind != "lut" else None)
-    cbs = slots.alloc(Buffer.CODEBOOK, need["codebook_one"]) if kind == "codebook" else None
-    par = slots.alloc(Buffer.SCALE, PARAM.itemsize * (nw if kind == "uniform" else 1))
-    sxs = slots.alloc(Buffer.SCALE, 4 * mr)
-    acc = slots.alloc(Buffer.ACC, 4 * mr * nw)
-    out = slots.alloc(Buffer.OUT, 4 * mr * nw)
-    cor = slots.alloc(Buffer.OUT, 4 * mr * nw)
-    ols = slots.alloc(Buffer.OUTLIER, need["outlier"]) if ol_at else None
-    fitted = [act, sums, wgt, par, sxs, acc, out, cor]
-    fitted += [s for s in (tbl, wexp, cbs, ols) if s is not None]
-    assert all(s is not None for s in fitted), "tiling.check admitted a tiling that overflows"
+# -- the loop nest --------------------------------------------------------------------------------
+@dataclass
+class _KStep:
+    """What the stages of one k-step of one output tile share: the k-step, the tile's block
+    index, rows and outputs, the slot parity, and the regions the stages produce."""
+    ks: object
+    bi: int
+    m0: int
+    rows: int
+    n: int
+    p: int
+    first: bool
+    out: int                 # output tile slot
+    cor: int                 # outlier correction slot
+    act: int = 0
+    xbytes: int = 0
+    sums: int = 0
+    cb: int = 0
+    cb_bytes: int = 0
+    tbl: int = 0
+    tbl_bytes: int = 0
+    wgt: int = 0
+    wgt_bytes: int = 0
+    param: int = 0
+    param_bytes: int = 0
+    acc: int = 0
 
+
+class _Emitter:
+    """Emits the loop nest of the module docstring, one method per stage; `compiler.builder`
+    derives the tokens from the regions each stage declares."""
+
+    def __init__(self, plan, cfg, prog, dram, slots):
+        self.plan, self.cfg, self.prog, self.dram, self.slots = plan, cfg, prog, dram, slots
+        self.b = ProgramBuilder(cfg, prog)
+        self.kind, self.pe = plan.kind, cfg.pe
+        self.mr = prog.meta["tiling"]["mr"]
+        self.t = 0                   # k-steps so far across the program (slot parity)
+        self.tiles = 0               # output tiles so far (output slot parity)
+        self.vouts = 0               # outlier lists so far (their slot parity)
+
+    @staticmethod
     def R(buf, addr, nbytes):
         return Region(buf, addr, addr + nbytes)
 
-    def D(sym, off, nbytes):
-        a = prog.symbols[sym].addr + off
+    def D(self, sym, off, nbytes):
+        a = self.dram.addr(sym, off)
         return Region("dram", a, a + nbytes)
 
-    vouts = 0                                # outlier lists so far (their slot parity)
-    t = 0                                    # k-step counter across the program (slot parity)
-    tile_no = 0
-    x_sym, y_sym = prog.symbols["x"], prog.symbols["y"]
-    block_ends = []
-    for m0 in range(0, m, mr):
-        rows = min(mr, m - m0)
-        sx_slot = sxs[(m0 // mr) % 2]
-        b.emit(Opcode.LOAD, reads=[D("sx", 4 * m0, 4 * rows)],
-               writes=[R(Buffer.SCALE, sx_slot, 4 * rows)],
-               buf=Buffer.SCALE, sram=sx_slot, dram=prog.symbols["sx"].addr + 4 * m0, rows=1,
-               row_bytes=4 * rows, dram_stride=4 * rows)
-        for bi, (n0, n1) in enumerate(nblocks):
-            n = n1 - n0
-            o_slot, c_slot = out[tile_no % 2], cor[tile_no % 2]
-            tile_no += 1
-            first_vout = True
-            for si, ks in enumerate(ksteps):
-                p = t % 2
-                t += 1
-                width, kg = ks.width, ks.kgroups
-                a_slot = act[p]
-                xbytes = rows * width
-                b.emit(Opcode.LOAD,
-                       reads=[D("x", m0 * plan.kp + ks.offset, (rows - 1) * plan.kp + width)],
-                       writes=[R(Buffer.ACT, a_slot, xbytes)],
-                       buf=Buffer.ACT, sram=a_slot, dram=x_sym.addr + m0 * plan.kp + ks.offset,
-                       rows=rows, row_bytes=width, dram_stride=plan.kp)
-                s_slot = sums[p]
-                if kind == "uniform" and pe.kind != "lut":
-                    b.emit(Opcode.VSUM, reads=[R(Buffer.ACT, a_slot, xbytes)],
-                           writes=[R(Buffer.TABLE, s_slot, 4 * rows)],
-                           rows=rows, cols=width, act=a_slot, sums=s_slot)
-                if kind == "codebook":
-                    coff, clen = cb_at[ks.index]
-                    cb_slot = cbs[p]
-                    b.emit(Opcode.LOAD, reads=[D("cb", coff, clen)],
-                           writes=[R(Buffer.CODEBOOK, cb_slot, clen)],
-                           buf=Buffer.CODEBOOK, sram=cb_slot,
-                           dram=prog.symbols["cb"].addr + coff, rows=1, row_bytes=clen,
-                           dram_stride=clen)
-                if pe.kind == "lut":
-                    t_slot = tbl[p]
-                    if kind == "uniform":
-                        tbytes = rows * kg * cfg.table_entries * cfg.table_entry_bytes
-                        b.emit(Opcode.TBL, reads=[R(Buffer.ACT, a_slot, xbytes)],
-                               writes=[R(Buffer.TABLE, t_slot, tbytes),
-                                       R(Buffer.TABLE, s_slot, 4 * rows)],
-                               mode=Mode.UNIFORM, bits=1, rows=rows, ngroups=kg, act=a_slot,
-                               tbl=t_slot, cb=0, sums=s_slot)
-                    else:
-                        tbytes = rows * kg * (1 << (ks.g * ks.bits)) * cfg.table_entry_bytes
-                        b.emit(Opcode.TBL, reads=[R(Buffer.ACT, a_slot, xbytes),
-                                                  R(Buffer.CODEBOOK, cb_slot, clen)],
-                               writes=[R(Buffer.TABLE, t_slot, tbytes)],
-                               mode=Mode.CODEBOOK, bits=ks.bits, rows=rows, ngroups=kg,
-                               act=a_slot, tbl=t_slot, cb=cb_slot, sums=s_slot)
-                woff, wrows, wrb, wlen = wimg[(bi, ks.index)]
-                w_slot = wgt[p]
-                b.emit(Opcode.LOAD, reads=[D("w", woff, wrows * wrb)],
-                       writes=[R(Buffer.WEIGHT, w_slot, wrows * wrb)],
-                       buf=Buffer.WEIGHT, sram=w_slot, dram=prog.symbols["w"].addr + woff,
-                       rows=wrows, row_bytes=wrb, dram_stride=wrb)
-                mm_w = w_slot
-                if kind == "codebook" and pe.kind != "lut":
-                    e_slot = wexp[p]
-                    ebytes = n * width * (pe.centroid_bits // 8)
-                    b.emit(Opcode.CBX, reads=[R(Buffer.WEIGHT, w_slot, wlen),
-                                              R(Buffer.CODEBOOK, cb_slot, clen)],
-                           writes=[R(Buffer.WEIGHT, e_slot, ebytes)],
-                           n=n, cols=width, bits=ks.bits, src=w_slot, dst=e_slot, cb=cb_slot)
-                    mm_w, wlen = e_slot, ebytes
-                p_slot = par[p]
-                if kind == "uniform":
-                    poff = (ks.index * plan.n + n0) * PARAM.itemsize
-                    plen = n * PARAM.itemsize
-                else:
-                    poff, plen = ks.index * PARAM.itemsize, PARAM.itemsize
-                b.emit(Opcode.LOAD, reads=[D("param", poff, plen)],
-                       writes=[R(Buffer.SCALE, p_slot, plen)],
-                       buf=Buffer.SCALE, sram=p_slot, dram=prog.symbols["param"].addr + poff,
-                       rows=1, row_bytes=plen, dram_stride=plen)
-                acc_slot = acc[p]
-                src = t_slot if pe.kind == "lut" else a_slot
-                src_bytes = tbytes if pe.kind == "lut" else xbytes
-                if kind == "uniform":
-                    mm_bits, mode = ks.bits, Mode.UNIFORM
-                else:
-                    mode = Mode.CODEBOOK
-                    mm_bits = ks.bits if pe.kind == "lut" else pe.centroid_bits
-                b.emit(tiling_mod.MATMUL_OP[pe.kind],
-                       reads=[R(Buffer.TABLE if pe.kind == "lut" else Buffer.ACT, src, src_bytes),
-                              R(Buffer.WEIGHT, mm_w, wlen)],
-                       writes=[R(Buffer.ACC, acc_slot, 4 * rows * n)],
-                       rows=rows, n=n, kgroups=kg, bits=mm_bits, mode=mode, accumulate=0,
-                       src=src, wgt=mm_w, dst=acc_slot)
-                if kind == "codebook":
-                    deq = Deq.BLOCK
-                else:
-                    deq = Deq.LUT if pe.kind == "lut" else Deq.ZERO
-                deq_reads = [R(Buffer.ACC, acc_slot, 4 * rows * n), R(Buffer.SCALE, p_slot, plen)]
-                if deq is not Deq.BLOCK:
-                    deq_reads.append(R(Buffer.TABLE, s_slot, 4 * rows))
-                b.emit(Opcode.VDEQ, reads=deq_reads + ([] if si == 0 else
-                                                       [R(Buffer.OUT, o_slot, 4 * rows * n)]),
-                       writes=[R(Buffer.OUT, o_slot, 4 * rows * n)],
-                       rows=rows, n=n, deq=deq, first=int(si == 0), acc=acc_slot, out=o_slot,
-                       param=p_slot, sums=s_slot)
-                for loff, count in ol_at.get((bi, ks.index), ()):
-                    l_slot = ols[vouts % 2]
-                    lbytes = count * OUTLIER.itemsize
-                    b.emit(Opcode.LOAD, reads=[D("outliers", loff, lbytes)],
-                           writes=[R(Buffer.OUTLIER, l_slot, lbytes)],
-                           buf=Buffer.OUTLIER, sram=l_slot,
-                           dram=prog.symbols["outliers"].addr + loff, rows=1, row_bytes=lbytes,
-                           dram_stride=lbytes)
-                    b.emit(Opcode.VOUT, reads=[R(Buffer.OUTLIER, l_slot, lbytes),
-                                               R(Buffer.ACT, a_slot, xbytes)]
-                           + ([] if first_vout else [R(Buffer.OUT, c_slot, 4 * rows * n)]),
-                           writes=[R(Buffer.OUT, c_slot, 4 * rows * n)],
-                           rows=rows, n=n, k=width, count=count, first=int(first_vout),
-                           list=l_slot, act=a_slot, out=c_slot)
-                    first_vout = False
-                    vouts += 1
-            has_corr = not first_vout
-            b.emit(Opcode.VSCALE, reads=[R(Buffer.OUT, o_slot, 4 * rows * n),
-                                         R(Buffer.SCALE, sx_slot, 4 * rows)]
-                   + ([R(Buffer.OUT, c_slot, 4 * rows * n)] if has_corr else []),
-                   writes=[R(Buffer.OUT, o_slot, 4 * rows * n)],
-                   rows=rows, n=n, add=int(has_corr), out=o_slot, scale=sx_slot,
-                   corr=c_slot)
-            last = b.emit(Opcode.STORE, reads=[R(Buffer.OUT, o_slot, 4 * rows * n)],
-                          writes=[D("y", 4 * (m0 * plan.n + n0),
-                                    4 * ((rows - 1) * plan.n + n))],
-                          buf=Buffer.OUT, sram=o_slot,
-                          dram=y_sym.addr + 4 * (m0 * plan.n + n0),
-                          rows=rows, row_bytes=4 * n, dram_stride=4 * plan.n)
-        block_ends.append(last)
-    program = b.finish()
-    prog.meta["row_block_ends"] = block_ends      # last instruction of each row block
-    report = tiling_mod.estimate(plan, cfg, m, tile)
-    report.update({"layer": plan.name, "tokens": m, "instructions": len(program.words),
-                   "tiling": tile.as_dict(), "weight_image_bytes": int(woff)})
-    return Compiled(program, plan, tile, report)
+    def load(self, buf, sram, sym, off, nbytes):
+        """A one-row DMA of `nbytes` at offset `off` of DRAM symbol `sym` into `sram`."""
+        self.b.emit(Opcode.LOAD, reads=[self.D(sym, off, nbytes)],
+                    writes=[self.R(buf, sram, nbytes)],
+                    buf=buf, sram=sram, dram=self.dram.addr(sym, off), rows=1,
+                    row_bytes=nbytes, dram_stride=nbytes)
+
+    # -- the outer loops ----------------------------------------------------------------------
+    def row_block(self, m0, rows):
+        """One row block: its activation scales, then every output tile. Returns the index of
+        its last instruction."""
+        sx = self.slots["sx"][(m0 // self.mr) % 2]
+        self.load(Buffer.SCALE, sx, "sx", img.ROW_SCALE.itemsize * m0,
+                  img.ROW_SCALE.itemsize * rows)
+        for bi, (n0, n1) in enumerate(self.dram.nblocks):
+            last = self.output_tile(m0, rows, bi, n0, n1 - n0, sx)
+        return last
+
+    def output_tile(self, m0, rows, bi, n0, n, sx):
+        """One (rows x n) output tile: the reduction over every k-step, then scale and store."""
+        out, cor = self.slots["out"][self.tiles % 2], self.slots["cor"][self.tiles % 2]
+        self.tiles += 1
+        has_corr = False
+        for si, ks in enumerate(self.plan.ksteps):
+            c = _KStep(ks, bi, m0, rows, n, self.t % 2, si == 0, out, cor)
+            self.t += 1
+            has_corr |= self.kstep(c, first_vout=not has_corr)
+        return self.scale_and_store(m0, rows, n0, n, sx, out, cor, has_corr)
+
+    def kstep(self, c, first_vout):
+        """The stages of one k-step, in the order the units consume them. Returns whether an
+        outlier list was applied."""
+        self.load_activations(c)
+        if self.kind == "uniform" and self.pe.kind != "lut":
+            self.row_sums(c)
+        if self.kind == "codebook":
+            self.load_codebook(c)
+        if self.pe.kind == "lut":
+            self.build_tables(c)
+        self.load_weights(c)
+        if self.kind == "codebook" and self.pe.kind != "lut":
+            self.expand_codebook(c)
+        self.load_params(c)
+        self.matmul(c)
+        self.dequantize(c)
+        return self.outliers(c, first_vout)
+
+    # -- the stages of one k-step ------------------------------------------------------------
+    def load_activations(self, c):
+        """The k-step's columns of the row block's lowered activations."""
+        plan = self.plan
+        c.act, c.xbytes = self.slots["act"][c.p], c.rows * c.ks.width
+        off = c.m0 * plan.kp + c.ks.offset
+        self.b.emit(Opcode.LOAD, reads=[self.D("x", off, (c.rows - 1) * plan.kp + c.ks.width)],
+                    writes=[self.R(Buffer.ACT, c.act, c.xbytes)],
+                    buf=Buffer.ACT, sram=c.act, dram=self.dram.addr("x", off), rows=c.rows,
+                    row_bytes=c.ks.width, dram_stride=plan.kp)
+        c.sums = self.slots["sums"][c.p]
+
+    def row_sums(self, c):
+        """Σx per row for the zero-point correction of unsigned codes (bit-serial, MAC)."""
+        self.b.emit(Opcode.VSUM, reads=[self.R(Buffer.ACT, c.act, c.xbytes)],
+                    writes=[self.R(Buffer.TABLE, c.sums, img.SUMS.itemsize * c.rows)],
+                    rows=c.rows, cols=c.ks.width, act=c.act, sums=c.sums)
+
+    def load_codebook(self, c):
+        """The k-step's fixed-point centroids (CLAQ §3.2: one codebook per column)."""
+        off, c.cb_bytes = self.dram.codebooks[c.ks.index]
+        c.cb = self.slots["cb"][c.p]
+        self.load(Buffer.CODEBOOK, c.cb, "cb", off, c.cb_bytes)
+
+    def build_tables(self, c):
+        """The table precompute (LUT Tensor Core §3.1, Fig. 6): signed sums of g activations
+        (uniform, with Σx as a by-product, T-MAC §3.3) or centroid sums (codebook)."""
+        ks, cfg = c.ks, self.cfg
+        c.tbl = self.slots["tbl"][c.p]
+        mode = Mode.UNIFORM if self.kind == "uniform" else Mode.CODEBOOK
+        c.tbl_bytes = img.table_bytes(cfg, mode, c.rows, ks.kgroups, ks.bits)
+        reads = [self.R(Buffer.ACT, c.act, c.xbytes)]
+        writes = [self.R(Buffer.TABLE, c.tbl, c.tbl_bytes)]
+        if mode is Mode.UNIFORM:
+            writes.append(self.R(Buffer.TABLE, c.sums, img.SUMS.itemsize * c.rows))
+            bits, cb = 1, 0
+        else:
+            reads.append(self.R(Buffer.CODEBOOK, c.cb, c.cb_bytes))
+            bits, cb = ks.bits, c.cb
+        self.b.emit(Opcode.TBL, reads=reads, writes=writes, mode=mode, bits=bits, rows=c.rows,
+                    ngroups=ks.kgroups, act=c.act, tbl=c.tbl, cb=cb, sums=c.sums)
+
+    def load_weights(self, c):
+        """The (n-block, k-step) weight image (`arch.image` layout of the PE kind)."""
+        off, rows, rb, c.wgt_bytes = self.dram.weights[(c.bi, c.ks.index)]
+        c.wgt = self.slots["wgt"][c.p]
+        self.b.emit(Opcode.LOAD, reads=[self.D("w", off, rows * rb)],
+                    writes=[self.R(Buffer.WEIGHT, c.wgt, rows * rb)],
+                    buf=Buffer.WEIGHT, sram=c.wgt, dram=self.dram.addr("w", off), rows=rows,
+                    row_bytes=rb, dram_stride=rb)
+
+    def expand_codebook(self, c):
+        """Codes to centroids on chip for the arrays that multiply weights (bit-serial, MAC)."""
+        e = self.slots["wexp"][c.p]
+        ebytes = c.n * c.ks.width * (self.pe.centroid_bits // 8)
+        self.b.emit(Opcode.CBX, reads=[self.R(Buffer.WEIGHT, c.wgt, c.wgt_bytes),
+                                       self.R(Buffer.CODEBOOK, c.cb, c.cb_bytes)],
+                    writes=[self.R(Buffer.WEIGHT, e, ebytes)],
+                    n=c.n, cols=c.ks.width, bits=c.ks.bits, src=c.wgt, dst=e, cb=c.cb)
+        c.wgt, c.wgt_bytes = e, ebytes
+
+    def load_params(self, c):
+        """Scale records: one per output channel (uniform) or one block scale (codebook)."""
+        n0 = self.dram.nblocks[c.bi][0]
+        if self.kind == "uniform":
+            off = (c.ks.index * self.plan.n + n0) * PARAM.itemsize
+            c.param_bytes = c.n * PARAM.itemsize
+        else:
+            off, c.param_bytes = c.ks.index * PARAM.itemsize, PARAM.itemsize
+        c.param = self.slots["param"][c.p]
+        self.load(Buffer.SCALE, c.param, "param", off, c.param_bytes)
+
+    def matmul(self, c):
+        """The block's lookups (LUT Tensor Core §3.3 LMMA), bit-serial steps or MACs into the
+        accumulators."""
+        pe, ks = self.pe, c.ks
+        c.acc = self.slots["acc"][c.p]
+        lut = pe.kind == "lut"
+        src, src_bytes = (c.tbl, c.tbl_bytes) if lut else (c.act, c.xbytes)
+        if self.kind == "uniform":
+            bits, mode = ks.bits, Mode.UNIFORM
+        else:
+            bits, mode = (ks.bits if lut else pe.centroid_bits), Mode.CODEBOOK
+        self.b.emit(tiling_mod.MATMUL_OP[pe.kind],
+                    reads=[self.R(Buffer.TABLE if lut else Buffer.ACT, src, src_bytes),
+                           self.R(Buffer.WEIGHT, c.wgt, c.wgt_bytes)],
+                    writes=[self.R(Buffer.ACC, c.acc, img.ACC.itemsize * c.rows * c.n)],
+                    rows=c.rows, n=c.n, kgroups=ks.kgroups, bits=bits, mode=mode,
+                    accumulate=0, src=src, wgt=c.wgt, dst=c.acc)
+
+    def dequantize(self, c):
+        """Scale and zero correction after the group's accumulation (DESIGN.md section 3),
+        accumulated into the output tile in k-step order."""
+        if self.kind == "codebook":
+            deq = Deq.BLOCK
+        else:
+            deq = Deq.LUT if self.pe.kind == "lut" else Deq.ZERO
+        tile = img.OUT.itemsize * c.rows * c.n
+        reads = [self.R(Buffer.ACC, c.acc, img.ACC.itemsize * c.rows * c.n),
+                 self.R(Buffer.SCALE, c.param, c.param_bytes)]
+        if deq is not Deq.BLOCK:
+            reads.append(self.R(Buffer.TABLE, c.sums, img.SUMS.itemsize * c.rows))
+        if not c.first:
+            reads.append(self.R(Buffer.OUT, c.out, tile))
+        self.b.emit(Opcode.VDEQ, reads=reads, writes=[self.R(Buffer.OUT, c.out, tile)],
+                    rows=c.rows, n=c.n, deq=deq, first=int(c.first), acc=c.acc, out=c.out,
+                    param=c.param, sums=c.sums)
+
+    def outliers(self, c, first):
+        """The sparse fp16 correction of this (n-block, k-step) (CLAQ §3.3 outlier
+        reservation), kept apart from the outputs in the correction tile. Returns whether any
+        list was applied."""
+        applied = False
+        tile = img.OUT.itemsize * c.rows * c.n
+        for off, count in self.dram.outliers.get((c.bi, c.ks.index), ()):
+            lst = self.slots["ol"][self.vouts % 2]
+            nbytes = count * OUTLIER.itemsize
+            self.load(Buffer.OUTLIER, lst, "outliers", off, nbytes)
+            reads = [self.R(Buffer.OUTLIER, lst, nbytes), self.R(Buffer.ACT, c.act, c.xbytes)]
+            if not first:
+                reads.append(self.R(Buffer.OUT, c.cor, tile))
+            self.b.emit(Opcode.VOUT, reads=reads, writes=[self.R(Buffer.OUT, c.cor, tile)],
+                        rows=c.rows, n=c.n, k=c.ks.width, count=count, first=int(first),
+                        list=lst, act=c.act, out=c.cor)
+            first, applied = False, True
+            self.vouts += 1
+        return applied
+
+    # -- the end of an output tile ------------------------------------------------------------
+    def scale_and_store(self, m0, rows, n0, n, sx, out, cor, has_corr):
+        """y = (out + O) · sx per row, then the tile to DRAM. Returns the store's index."""
+        plan = self.plan
+        tile = img.OUT.itemsize * rows * n
+        reads = [self.R(Buffer.OUT, out, tile),
+                 self.R(Buffer.SCALE, sx, img.ROW_SCALE.itemsize * rows)]
+        if has_corr:
+            reads.append(self.R(Buffer.OUT, cor, tile))
+        self.b.emit(Opcode.VSCALE, reads=reads, writes=[self.R(Buffer.OUT, out, tile)],
+                    rows=rows, n=n, add=int(has_corr), out=out, scale=sx, corr=cor)
+        off = img.OUT.itemsize * (m0 * plan.n + n0)
+        return self.b.emit(Opcode.STORE, reads=[self.R(Buffer.OUT, out, tile)],
+                           writes=[self.D("y", off, img.OUT.itemsize * ((rows - 1) * plan.n + n))],
+                           buf=Buffer.OUT, sram=out, dram=self.dram.addr("y", off), rows=rows,
+                           row_bytes=img.OUT.itemsize * n, dram_stride=img.OUT.itemsize * plan.n)
 
 
 # -- running a compiled layer on activations ------------------------------------------------------
 def write_inputs(compiled, x):
     """Quantize float activations `x [M, K]` (the host's job) and write them, lowered, into the
     program's image. Returns (xq, sx)."""
-    from sim import golden
-    xq, sx = golden.quantize_activations(x)
+    xq, sx = quantize_activations(x)
     compiled.program.write("x", compiled.plan.lower_activations(xq))
     compiled.program.write("sx", sx)
     return xq, sx

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arch import packing
+from arch import image
+from arch.numerics import codebook_layout, quantize_codebooks
 from bitlut.errors import UserError
-from sim import golden
 
 
 class LoweringError(UserError):
@@ -94,31 +94,6 @@ class Plan:
             self._lowered_codes = np.take(codes, src, axis=1)   # far faster than codes[:, src]
         return self._lowered_codes[n0:n1, kstep.offset:kstep.offset + kstep.width]
 
-    # -- the golden result of the same computation ----------------------------------------------
-    def golden(self, xq, sx, outliers=True):
-        """The golden model's output [M, N] float32 for quantized activations `xq`, `sx`, in the
-        lowered order the hardware uses (same k-step order, same outlier order)."""
-        xl = self.lower_activations(xq)
-        parts = []
-        for ks in self.ksteps:
-            xs = xl[:, ks.offset:ks.offset + ks.width].astype(np.int64)
-            w = self.kstep_codes(ks, 0, self.n).astype(np.int64)
-            if self.kind == "uniform":
-                w = w - self.zeros[:, ks.index][:, None].astype(np.int64)
-                w[:, len(ks.cols):] = 0
-            else:
-                cq = np.zeros((ks.width, self.cq.shape[1]), np.int64)
-                cq[:len(ks.cols)] = self.cq[ks.cols]
-                w = cq[np.arange(ks.width)[None, :], w]
-            parts.append(xs @ w.T)
-        p = np.stack(parts, axis=-1)
-        scales = self.scales if self.kind == "uniform" else self.block_scale
-        corr = None
-        if outliers and self.ol_vals is not None and len(self.ol_vals):
-            ol = golden.Outliers(self.ol_rows, self.ol_cols, self.ol_vals)
-            corr = golden.outlier_correction(xl, ol, self.n)
-        return golden.epilogue(p, scales, sx, corr)
-
 
 def plan_layer(layer, config, block_size=128):
     """Prepare `layer` (a `quant.layer.QLayer`) for `config`. Raises `LoweringError` when the
@@ -137,7 +112,7 @@ def plan_layer(layer, config, block_size=128):
         spec = [(cols, b, g) for cols in groups]
     elif layer.kind == "codebook":
         bits = np.asarray(layer.bits, np.int64)
-        layout = golden.codebook_layout(bits, block_size)
+        layout = codebook_layout(bits, block_size)
         spec = []
         for seg in layout.segments:
             cols = layout.perm[seg.cols]
@@ -169,7 +144,7 @@ def plan_layer(layer, config, block_size=128):
         plan.zeros = np.asarray(layer.zeros, np.int64)
     else:
         plan.block_size = block_size
-        plan.cq, plan.block_scale = golden.quantize_codebooks(
+        plan.cq, plan.block_scale = quantize_codebooks(
             np.asarray(layer.codebooks, np.float32), np.asarray(layer.bits, np.int64),
             block_size, pe.centroid_bits)
     if layer.n_outliers:
@@ -184,75 +159,26 @@ def plan_layer(layer, config, block_size=128):
 
 
 # -- weight images: what one (n-block, k-step) LOAD brings on chip -------------------------------
-def _planes(codes, bits, g):
-    """[n, kgroups, bits] words of g bits: bit i = bit p of the code of column j*g + i."""
-    n, width = codes.shape
-    c = codes.reshape(n, width // g, g)
-    words = np.zeros((n, width // g, bits), np.uint8)
-    for p in range(bits):
-        for i in range(g):
-            words[:, :, p] |= ((c[:, :, i] >> p) & 1) << i
-    return words
-
-
-def _lane_major(words, cols):
-    """Order [n, a, (b)] words as (tile, a, (b), lane) over tiles of `cols` lanes."""
-    n = words.shape[0]
-    tiles = -(-n // cols)
-    padded = np.zeros((tiles * cols,) + words.shape[1:], words.dtype)
-    padded[:n] = words
-    padded = padded.reshape((tiles, cols) + words.shape[1:])
-    return np.moveaxis(padded, 1, -1).ravel()
+def kstep_layout(plan, config, kstep, n):
+    """The `arch.image.WeightLayout` of one k-step's weights for n outputs."""
+    return image.weight_layout(config, plan.kind, n, kstep.width, kstep.bits)
 
 
 def weight_image(plan, config, kstep, n0, n1):
     """uint8 bytes of the weights of rows [n0, n1) of one k-step, in the layout the matmul (or
-    `cbx`) instruction reads (see `sim.executor`)."""
-    pe = config.pe
-    codes = plan.kstep_codes(kstep, n0, n1)           # uint8: every index below fits 8 bits
-    b, g = kstep.bits, kstep.g
-    if plan.kind == "uniform":
-        if pe.kind == "lut":
-            idx = _planes(codes, b, g)
-            if pe.symmetric:
-                sign, stored = golden.invert_index(idx, g)
-                idx = (sign | stored << 1).astype(np.uint8)
-            return packing.pack(_lane_major(idx, pe.cols), g)
-        if pe.kind == "bitserial":
-            return packing.pack(_lane_major(_planes(codes, b, g), pe.cols), g)
-        return packing.pack(codes, b)
-    if pe.kind == "lut":
-        n, width = codes.shape
-        c = codes.reshape(n, width // g, g)
-        idx = np.zeros((n, width // g), np.uint8)
-        for i in range(g):
-            idx |= c[:, :, i] << (b * i)
-        return packing.pack(_lane_major(idx, pe.cols), g * b)
-    return packing.pack(codes, b)           # expanded on chip by `cbx`
+    `cbx`) instruction reads (`arch.image`)."""
+    codes = plan.kstep_codes(kstep, n0, n1)
+    return kstep_layout(plan, config, kstep, n1 - n0).encode(codes)
 
 
 def weight_image_bytes(plan, config, kstep, n):
     """Length of `weight_image` for n outputs, without building it."""
-    pe = config.pe
-    lanes = -(-n // pe.cols) * pe.cols
-    if plan.kind == "uniform" and pe.kind in ("lut", "bitserial"):
-        return packing.packed_bytes(lanes * kstep.kgroups * kstep.bits, kstep.g)  # plane words
-    if plan.kind == "codebook" and pe.kind == "lut":
-        return packing.packed_bytes(lanes * kstep.kgroups, kstep.g * kstep.bits)  # indices
-    return packing.packed_bytes(n * kstep.width, kstep.bits)                      # codes
+    return kstep_layout(plan, config, kstep, n).nbytes
 
 
 def weight_bits_total(plan, config):
     """Bits of weight images over the whole layer (the DRAM bytes one pass over W moves)."""
-    pe = config.pe
-    total = 0
-    for ks in plan.ksteps:
-        n = -(-plan.n // pe.cols) * pe.cols if pe.kind in ("lut", "bitserial") else plan.n
-        if plan.kind == "uniform" or pe.kind != "lut":
-            total += n * ks.width * ks.bits
-        else:
-            total += n * ks.kgroups * ks.g * ks.bits
-    return total
+    return sum(kstep_layout(plan, config, ks, plan.n).nbits for ks in plan.ksteps)
 
 
 def codebook_image(plan, config, kstep):

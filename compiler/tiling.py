@@ -9,15 +9,22 @@ fewest instructions.
 
 from dataclasses import asdict, dataclass
 
-from arch import timing
-from arch.isa import Mode, Opcode
+from arch import image, timing
+from arch.image import OUTLIER, PARAM
+from arch.isa import Mode, Opcode, field_max
 from compiler.plan import LoweringError, weight_image_bytes
-from sim.executor import OUTLIER, PARAM
 
 MATMUL_OP = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
-MAX_ROWS = 255          # `tbl` and `vout` carry 8-bit row counts
-MAX_N = 8191            # scale records of one n-block travel in one DMA row (65535 bytes)
-MAX_VOUT = 4095         # 12-bit record count
+# Limits of a tile, derived from the ISA's field widths:
+# every instruction of a tile carries its token rows (`tbl` and `vout` in 8 bits) ...
+MAX_ROWS = min(field_max(op, "rows") for op in (Opcode.TBL, Opcode.VOUT, Opcode.VDEQ,
+                                                 Opcode.VSCALE, Opcode.LOAD, Opcode.STORE))
+# ... a DMA row is at most the largest power of two `row_bytes` holds (32 KiB) ...
+MAX_DMA_ROW = (field_max(Opcode.LOAD, "row_bytes") + 1) // 2
+# ... the scale records of one n-block travel in one DMA row, below that bound ...
+MAX_N = (MAX_DMA_ROW - 1) // PARAM.itemsize
+# ... and one `vout` applies at most `count` records.
+MAX_VOUT = field_max(Opcode.VOUT, "count")
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,24 @@ class Tiling:
         return asdict(self)
 
 
+def dma_shape(nbytes):
+    """(rows, row_bytes) covering `nbytes` with rows of at most MAX_DMA_ROW bytes; the region
+    is padded up to rows * row_bytes."""
+    if nbytes <= MAX_DMA_ROW:
+        return 1, max(nbytes, 1)
+    rows = -(-nbytes // MAX_DMA_ROW)
+    row_bytes = -(-nbytes // rows)
+    return rows, row_bytes
+
+
 def _weight_bytes(plan, config, ks, n):
     """Bytes of one k-step's weight image for n outputs, padded as the DMA moves it."""
-    from compiler.lower import dma_shape
     rows, row_bytes = dma_shape(weight_image_bytes(plan, config, ks, n))
     return rows * row_bytes
+
+
+def _mode(plan):
+    return Mode.UNIFORM if plan.kind == "uniform" else Mode.CODEBOOK
 
 
 def slot_bytes(plan, config, mr, nw):
@@ -44,10 +64,8 @@ def slot_bytes(plan, config, mr, nw):
            "weight_one": max(_weight_bytes(plan, config, ks, nw) for ks in plan.ksteps),
            "acc": 4 * mr * nw, "out": 4 * mr * nw}
     if pe.kind == "lut":
-        def entries(ks):
-            return (config.table_entries if plan.kind == "uniform"
-                    else 1 << (ks.g * ks.bits))
-        out["table_one"] = max(mr * ks.kgroups * entries(ks) * config.table_entry_bytes
+        mode = _mode(plan)
+        out["table_one"] = max(image.table_bytes(config, mode, mr, ks.kgroups, ks.bits)
                                for ks in plan.ksteps)
     if plan.kind == "codebook":
         out["codebook_one"] = max(ks.width * (1 << ks.bits) * pe.centroid_bits // 8
@@ -152,7 +170,7 @@ def estimate(plan, config, m, tile):
     matmul = table = vector = 0
     lookups = entries = acc_bytes = 0
     op = MATMUL_OP[pe.kind]
-    mode = Mode.UNIFORM if plan.kind == "uniform" else Mode.CODEBOOK
+    mode = _mode(plan)
     for rows, rcount in row_blocks.items():
         for n, ncount in col_blocks.items():
             times = rcount * ncount
@@ -163,9 +181,8 @@ def estimate(plan, config, m, tile):
                 acc_bytes += times * 4 * rows * n
                 if pe.kind == "lut":
                     table += times * (rows * ks.kgroups * t.table_ii + t.table_latency)
-                    per = (config.table_entries if plan.kind == "uniform"
-                           else 1 << (ks.g * ks.bits))
-                    entries += times * rows * ks.kgroups * per
+                    entries += times * rows * ks.kgroups * image.table_entries(config, mode,
+                                                                               ks.bits)
                 vector += times * timing.vector_cycles(config, rows * n)
             vector += times * timing.vector_cycles(config, rows * n)
     weight_bytes = sum(count * _weight_bytes(plan, config, ks, n)

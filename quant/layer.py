@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from arch.config import CODEBOOK_BITS, UNIFORM_BITS  # noqa: F401  (the .q format's domains)
 from quant import reference
 
 KINDS = ("codebook", "uniform")
-CODEBOOK_BITS = (2, 3, 4)
-UNIFORM_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass

@@ -16,10 +16,10 @@ import numpy as np
 
 from arch import roofline
 from compiler import tiling as tiling_mod
-from compiler.check import compare, sample_activations
 from compiler.lower import lower, write_inputs
 from compiler.plan import plan_layer, weight_bits_total
 from sim import golden
+from sim.check import compare, sample_activations
 from sim.cycle import simulate
 
 FULL_SIM_INSNS = 20000       # above this estimated size a layer is simulated by sampling

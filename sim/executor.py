@@ -20,27 +20,8 @@ the producer. Among units that can run, consumers run first (store, vector, matm
 a missing dependency token then lets a consumer read stale data, so the bit-exact tests catch it
 instead of a lucky order hiding it.
 
-Scratchpad layouts (all little-endian, row-major; `g` = `pe.group`, `E` = `config.table_entries`):
-
-- `tbl` uniform: act int8 [rows, ngroups*g] -> tables [rows, ngroups, E] of `table_entry_bytes`
-  signed ints, and int32 sums [rows]. Full table T[idx] = sum_i x_i (2 bit_i(idx) - 1); the half
-  table stores H[j] = T[(j << 1) | 1] (LUT Tensor Core Eq. 4-5).
-- `tbl` codebook (b = `bits`, g = index_bits // b): act int8 [rows, ngroups*g], centroids
-  [ngroups*g, 2^b] -> tables [rows, ngroups, 2^(g*b)], T[c] = sum_i x_i C_i[c_i], c_i = bits
-  i*b.. of the index.
-- `lmma` uniform: g-bit indices packed LSB-first (`arch.packing`) in order (tile, group, plane,
-  lane) over ceil(n / pe.cols) tiles of `pe.cols` lanes; symmetric indices carry the sign in bit 0
-  and the offline-inverted half-table index above it. acc[r, n] = sum_j sum_p T_j[idx] << p.
-- `lmma` codebook: (g*b)-bit indices in order (tile, group, lane). acc = sum_j T_j[idx].
-- `bsmm` uniform: g-bit plane words in order (tile, group, plane, lane), bit i = bit p of the code
-  of column j*g+i; codebook: centroids [n, kgroups*g] as written by `cbx`.
-- `mma` uniform: b-bit codes [n, kgroups*g] packed LSB-first, row-major; codebook: centroids.
-- `cbx`: b-bit codes [n, cols] packed -> centroids [n, cols]; `gather`: int8 [rows, cols] with
-  uint16 indices [cols].
-- `vdeq`: acc int32 [rows, n], (f16 scale, i16 zero) records [n] (or one f32 scale for
-  `block`), int32 sums [rows] -> f32 out [rows, n]. `vsum`: int8 [rows, cols] -> int32 sums [rows].
-- `vout`: records (u16 n, u16 k, f16 v, u16 pad), int8 act with row stride `k`, f32 correction O
-  with row stride `n`. `vscale`: out = (out + O) * s_row, or out * s_row.
+The memory image (weight images, records, scratchpad layouts) is `arch.image`'s: the compiler
+encodes with it and this executor decodes with it.
 """
 
 from collections import Counter, deque
@@ -48,16 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arch import packing
+from arch import image
+from arch.image import ACC, ACT, BLOCK_PARAM, GATHER_INDEX, OUT, OUTLIER, PARAM, ROW_SCALE, SUMS
 from arch.isa import Buffer, Deq, Mode, Opcode, Unit
 from bitlut.errors import UserError
-
-# Scale records of `vdeq`: per output channel (fp16 scale, int16 zero) for uniform weights (the
-# scales are fp16 in the .q file, and z' = 2z + 1 - 2^b fits int16); one fp32 block scale for
-# codebook blocks. Both 4 bytes.
-PARAM = np.dtype([("scale", "<f2"), ("zero", "<i2")])
-BLOCK_PARAM = np.dtype([("scale", "<f4")])
-OUTLIER = np.dtype([("n", "<u2"), ("k", "<u2"), ("v", "<f2"), ("pad", "<u2")])
 
 # Consumers first: see the module docstring.
 UNIT_ORDER = (Unit.STORE, Unit.VECTOR, Unit.MATMUL, Unit.TABLE, Unit.LOAD)
@@ -117,10 +92,9 @@ class Executor:
                             f"{dtype.itemsize} bytes, not {addr:#x}")
         return mem[addr:addr + nbytes].view(dtype).reshape(shape)
 
-    def _packed(self, i, insn, fname, buf, addr, count, width):
-        nbytes = packing.packed_bytes(count, width)
-        raw = self._mem(i, insn, fname, buf, addr, (nbytes,), np.uint8)
-        return packing.unpack(raw, count, width)
+    def _image(self, i, insn, fname, addr, layout):
+        """The raw bytes of a weight image of `layout` at `addr` of the weight buffer."""
+        return self._mem(i, insn, fname, Buffer.WEIGHT, addr, (layout.nbytes,), np.uint8)
 
     def _acc_store(self, i, insn, dst, value):
         """Write int64 results into an int32 accumulator view, checking the range."""
@@ -249,10 +223,10 @@ class Executor:
     def _tbl(self, i, insn):
         a, cfg = insn.args, self.cfg
         rows, ngroups = a["rows"], a["ngroups"]
-        etype = f"<i{cfg.table_entry_bytes}"
+        etype = image.table_dtype(cfg)
         if Mode(a["mode"]) is Mode.UNIFORM:
             g = cfg.pe.group
-            x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, ngroups, g), np.int8)
+            x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, ngroups, g), ACT)
             x = x.astype(np.int64)
             idx = np.arange(1 << g)
             signs = 2 * ((idx[:, None] >> np.arange(g)) & 1) - 1          # [2^g, g]
@@ -261,12 +235,12 @@ class Executor:
             out = self._mem(i, insn, "tbl", Buffer.TABLE, a["tbl"], table.shape, etype)
             out[...] = table
             self._table_source[a["tbl"]] = (out.tobytes(), x.reshape(rows, -1), None)
-            sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), "<i4")
+            sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), SUMS)
             sums[...] = x.sum(axis=(1, 2))
         else:
             b = a["bits"]
             g = self._codebook_group(i, insn, b)
-            x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, ngroups, g), np.int8)
+            x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, ngroups, g), ACT)
             cb = self._mem(i, insn, "cb", Buffer.CODEBOOK, a["cb"], (ngroups, g, 1 << b),
                            cfg.centroid_dtype).astype(np.int64)
             idx = np.arange(1 << (g * b))
@@ -289,41 +263,36 @@ class Executor:
     def _gather(self, i, insn):
         a = insn.args
         rows, cols = a["rows"], a["cols"]
-        src = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, cols), np.int8).copy()
-        idx = self._mem(i, insn, "idx", Buffer.CODEBOOK, a["idx"], (cols,), "<u2")
+        src = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, cols), ACT).copy()
+        idx = self._mem(i, insn, "idx", Buffer.CODEBOOK, a["idx"], (cols,), GATHER_INDEX)
         if idx.size and idx.max() >= cols:
             raise ExecError(f"insn {i} (gather): indices must be below cols ({cols}), "
                             f"not {int(idx.max())}")
-        self._mem(i, insn, "dst", Buffer.ACT, a["dst"], (rows, cols), np.int8)[...] = \
-            src[:, idx]
+        self._mem(i, insn, "dst", Buffer.ACT, a["dst"], (rows, cols), ACT)[...] = src[:, idx]
 
     def _cbx(self, i, insn):
         a, cfg = insn.args, self.cfg
         n, cols, b = a["n"], a["cols"], a["bits"]
-        codes = self._packed(i, insn, "src", Buffer.WEIGHT, a["src"], n * cols, b)
+        layout = image.codes_layout(n, cols, b)
+        codes = layout.decode(self._image(i, insn, "src", a["src"], layout))
         cb = self._mem(i, insn, "cb", Buffer.CODEBOOK, a["cb"], (cols, 1 << b),
                        cfg.centroid_dtype)
-        w = cb[np.arange(cols)[None, :], codes.reshape(n, cols)]
+        w = cb[np.arange(cols)[None, :], codes]
         self._mem(i, insn, "dst", Buffer.WEIGHT, a["dst"], (n, cols), cfg.centroid_dtype)[...] = w
-
-    def _tiles(self, n):
-        cols = self.cfg.pe.cols
-        return -(-n // cols), cols
 
     def _lmma(self, i, insn):
         a, cfg = insn.args, self.cfg
         rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
-        tiles, cols = self._tiles(n)
-        etype = f"<i{cfg.table_entry_bytes}"
-        uniform = Mode(a["mode"]) is Mode.UNIFORM
-        if uniform:
-            g, entries, planes, width = cfg.pe.group, cfg.table_entries, bits, cfg.pe.group
-        else:
-            g = self._codebook_group(i, insn, bits)
-            entries, planes, width = 1 << (g * bits), 1, g * bits
-        table = self._mem(i, insn, "src", Buffer.TABLE, a["src"], (rows, kg, entries), etype)
-        nbytes = packing.packed_bytes(tiles * kg * planes * cols, width)
-        wraw = self._mem(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], (nbytes,), np.uint8)
+        mode = Mode(a["mode"])
+        uniform = mode is Mode.UNIFORM
+        if not uniform:
+            self._codebook_group(i, insn, bits)
+        entries = image.table_entries(cfg, mode, bits)
+        table = self._mem(i, insn, "src", Buffer.TABLE, a["src"], (rows, kg, entries),
+                          image.table_dtype(cfg))
+        layout = image.matmul_layout(cfg, Opcode.LMMA, mode, n, kg, bits)
+        wraw = self._image(i, insn, "wgt", a["wgt"], layout)
+        planes = bits if uniform else 1
         self.stats.lookups += rows * n * kg * planes
         source = self._table_source.get(a["src"]) if self.fast else None
         if source is not None and source[0] == table.tobytes():
@@ -331,16 +300,14 @@ class Executor:
             # equals x @ W^T with W the integer weights the indices select (LUT Tensor Core
             # Eq. 1-6), so one exact float64 product replaces rows*n*kg*planes lookups.
             x, cb = source[1], source[2]
-            w = self._decoded(wraw, uniform, n, kg, bits, g, tiles, cols, cb)
+            w = self._decoded(wraw, layout, cb)
             acc = np.rint(x.astype(np.float64) @ w.T).astype(np.int64)
             self.stats.fast_insns += 1
             self._accumulate(i, insn, rows, n, acc)
             return
         table = table.astype(np.int64)
-        idx = packing.unpack(wraw, tiles * kg * planes * cols, width)
+        idx = layout.words(wraw)                         # [n, kg, bits] or [n, kg], as stored
         if uniform:
-            idx = idx.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
-            idx = idx.reshape(tiles * cols, kg, bits)[:n]                  # [n, kg, bits]
             if cfg.pe.symmetric:
                 sign = 2 * (idx & 1) - 1
                 vals = table[:, np.arange(kg)[None, :, None], idx >> 1] * sign
@@ -348,40 +315,29 @@ class Executor:
                 vals = table[:, np.arange(kg)[None, :, None], idx]     # [rows, n, kg, bits]
             acc = (vals << np.arange(bits)).sum(axis=(2, 3))
         else:
-            idx = idx.reshape(tiles, kg, cols).transpose(0, 2, 1).reshape(tiles * cols, kg)[:n]
             acc = table[:, np.arange(kg)[None, :], idx].sum(axis=2)
         self._accumulate(i, insn, rows, n, acc)
 
-    def _decoded(self, wraw, uniform, n, kg, bits, g, tiles, cols, cb):
+    def _decoded(self, wraw, layout, cb):
         """The integer weights [n, kg*g] that a block of LUT indices selects, cached by the
         index bytes (the same weights come back for every row block)."""
-        key = (wraw.tobytes(), uniform, n, kg, bits, g, None if cb is None else cb.tobytes())
+        key = (wraw.tobytes(), layout, None if cb is None else cb.tobytes())
         w = self._weights.get(key)
         if w is not None:
             return w
-        cfg = self.cfg
-        if uniform:
-            idx = packing.unpack(wraw, tiles * kg * bits * cols, g)
-            idx = idx.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
-            idx = idx.reshape(tiles * cols, kg, bits)[:n]
-            if cfg.pe.symmetric:                          # undo the offline inversion (Eq. 6)
-                full = (idx >> 1 << 1) | 1
-                idx = np.where(idx & 1, full, ~full & ((1 << g) - 1))
-            coef = 2 * ((idx[..., None] >> np.arange(g)) & 1) - 1     # [n, kg, bits, g]
-            w = (coef << np.arange(bits)[:, None]).sum(axis=2)        # sum_p 2^p (2 q_p - 1)
+        codes = layout.decode(wraw)                      # [n, kg*g], inversion undone
+        if layout.fmt == "uniform":
+            w = 2 * codes - ((1 << layout.bits) - 1)     # sum_p 2^p (2 q_p - 1), Eq. 2
         else:
-            idx = packing.unpack(wraw, tiles * kg * cols, g * bits)
-            idx = idx.reshape(tiles, kg, cols).transpose(0, 2, 1).reshape(tiles * cols, kg)[:n]
-            codes = (idx[..., None] >> (bits * np.arange(g))) & ((1 << bits) - 1)
-            w = cb.reshape(kg, g, -1)[np.arange(kg)[None, :, None], np.arange(g), codes]
-        w = w.reshape(n, kg * g).astype(np.float64)
+            w = cb[np.arange(layout.cols)[None, :], codes]
+        w = w.astype(np.float64)
         if len(self._weights) > 4096:
             self._weights.clear()
         self._weights[key] = w
         return w
 
     def _accumulate(self, i, insn, rows, n, acc):
-        dst = self._mem(i, insn, "dst", Buffer.ACC, insn.args["dst"], (rows, n), "<i4")
+        dst = self._mem(i, insn, "dst", Buffer.ACC, insn.args["dst"], (rows, n), ACC)
         if insn.args["accumulate"]:
             acc = acc + dst.astype(np.int64)
         self._acc_store(i, insn, dst, acc)
@@ -390,16 +346,11 @@ class Executor:
         a, cfg = insn.args, self.cfg
         rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
         g = cfg.pe.group
-        x = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, kg * g), np.int8)
+        x = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, kg * g), ACT)
         x = x.astype(np.int64)
         if Mode(a["mode"]) is Mode.UNIFORM:
-            tiles, cols = self._tiles(n)
-            words = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"],
-                                 tiles * kg * bits * cols, g)
-            words = words.reshape(tiles, kg, bits, cols).transpose(0, 3, 1, 2)
-            words = words.reshape(tiles * cols, kg, bits)[:n]
-            planes = (words[..., None] >> np.arange(g)) & 1              # [n, kg, bits, g]
-            w = (planes << np.arange(bits)[:, None]).sum(axis=2).reshape(n, kg * g)
+            layout = image.matmul_layout(cfg, Opcode.BSMM, Mode.UNIFORM, n, kg, bits)
+            w = layout.decode(self._image(i, insn, "wgt", a["wgt"], layout))   # the codes
         else:
             if bits != cfg.pe.centroid_bits:
                 raise ExecError(f"insn {i} (bsmm): `bits` must be the centroid width "
@@ -416,9 +367,10 @@ class Executor:
         a, cfg = insn.args, self.cfg
         rows, n, kg, bits = a["rows"], a["n"], a["kgroups"], a["bits"]
         k = kg * cfg.pe.group
-        x = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, k), np.int8).astype(np.int64)
+        x = self._mem(i, insn, "src", Buffer.ACT, a["src"], (rows, k), ACT).astype(np.int64)
         if Mode(a["mode"]) is Mode.UNIFORM:
-            w = self._packed(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], n * k, bits).reshape(n, k)
+            layout = image.matmul_layout(cfg, Opcode.MMA, Mode.UNIFORM, n, kg, bits)
+            w = layout.decode(self._image(i, insn, "wgt", a["wgt"], layout))
         else:
             w = self._mem(i, insn, "wgt", Buffer.WEIGHT, a["wgt"], (n, k),
                           cfg.centroid_dtype).astype(np.int64)
@@ -427,15 +379,15 @@ class Executor:
 
     def _vsum(self, i, insn):
         a = insn.args
-        x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (a["rows"], a["cols"]), np.int8)
-        self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (a["rows"],), "<i4")[...] = \
+        x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (a["rows"], a["cols"]), ACT)
+        self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (a["rows"],), SUMS)[...] = \
             x.astype(np.int64).sum(axis=1)
         self.stats.vector_ops += x.size
 
     def _vdeq(self, i, insn):
         a = insn.args
         rows, n, deq = a["rows"], a["n"], Deq(a["deq"])
-        acc = self._mem(i, insn, "acc", Buffer.ACC, a["acc"], (rows, n), "<i4").astype(np.int64)
+        acc = self._mem(i, insn, "acc", Buffer.ACC, a["acc"], (rows, n), ACC).astype(np.int64)
         if deq is Deq.BLOCK:
             param = self._mem(i, insn, "param", Buffer.SCALE, a["param"], (1,), BLOCK_PARAM)
         else:
@@ -443,7 +395,7 @@ class Executor:
         if deq is Deq.BLOCK:
             p = acc
         else:
-            sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), "<i4")
+            sums = self._mem(i, insn, "sums", Buffer.TABLE, a["sums"], (rows,), SUMS)
             corr = acc - param["zero"].astype(np.int64)[None, :] * sums.astype(np.int64)[:, None]
             if deq is Deq.LUT:
                 if np.any(corr & 1):
@@ -452,7 +404,7 @@ class Executor:
                 corr = corr >> 1
             p = corr
         y = param["scale"].astype(np.float32)[None, :] * p.astype(np.float32)
-        out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), "<f4")
+        out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), OUT)
         if a["first"]:
             out[...] = y
         else:
@@ -463,8 +415,8 @@ class Executor:
         a = insn.args
         rows, n, k, count = a["rows"], a["n"], a["k"], a["count"]
         rec = self._mem(i, insn, "list", Buffer.OUTLIER, a["list"], (count,), OUTLIER)
-        x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, k), np.int8)
-        o = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), "<f4")
+        x = self._mem(i, insn, "act", Buffer.ACT, a["act"], (rows, k), ACT)
+        o = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), OUT)
         if a["first"]:
             o[...] = 0.0
         if count and (rec["n"].max() >= n or rec["k"].max() >= k):
@@ -480,10 +432,10 @@ class Executor:
     def _vscale(self, i, insn):
         a = insn.args
         rows, n = a["rows"], a["n"]
-        out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), "<f4")
-        s = self._mem(i, insn, "scale", Buffer.SCALE, a["scale"], (rows,), "<f4")
+        out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), OUT)
+        s = self._mem(i, insn, "scale", Buffer.SCALE, a["scale"], (rows,), ROW_SCALE)
         if a["add"]:
-            o = self._mem(i, insn, "corr", Buffer.OUT, a["corr"], (rows, n), "<f4")
+            o = self._mem(i, insn, "corr", Buffer.OUT, a["corr"], (rows, n), OUT)
             out[...] = (out + o) * s[:, None]
         else:
             out[...] = out * s[:, None]

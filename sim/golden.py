@@ -23,110 +23,48 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bitlut.errors import UserError
-
-PE_KINDS = ("lut", "bitserial", "mac")
-LUT_GROUPS = (2, 3, 4, 5)
-LUT_WEIGHT_BITS = (1, 2, 3, 4)
-WIDE_WEIGHT_BITS = tuple(range(1, 9))  # bit-serial and MAC take any width up to 8
-CODEBOOK_BITS = (1, 2, 3, 4)
-CENTROID_BITS = (8, 16)
-XQ_MAX = 127  # symmetric int8: -128 is never produced, so |xq| <= 127 bounds every product
-
-
-# --------------------------------------------------------------------------------------------------
-# validation helpers
-
-
-def _one_of(what, value, allowed):
-    if value not in allowed:
-        rule = ", ".join(str(a) for a in allowed)
-        raise UserError(f"`{what}` must be one of {rule}, not {value!r}")
-
-
-def _positive_int(what, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"`{what}` must be a positive integer, not {value!r}")
-    return int(value)
-
-
-def _int_array(what, a, ndim):
-    a = np.asarray(a)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise UserError(f"`{what}` must be an integer array, not dtype {a.dtype}")
-    if a.ndim != ndim:
-        raise UserError(f"`{what}` must be {ndim}-D, not shape {a.shape}")
-    return a.astype(np.int64)
-
-
-def _in_range(what, a, lo, hi):
-    if a.size:
-        lo_seen, hi_seen = int(a.min()), int(a.max())
-        if lo_seen < lo or hi_seen > hi:
-            bad = lo_seen if lo_seen < lo else hi_seen
-            raise UserError(f"`{what}` must be in [{lo}, {hi}], not {bad}")
-
-
-def _shape(what, a, shape):
-    if a.shape != tuple(shape):
-        raise UserError(f"`{what}` must have shape {tuple(shape)}, not {a.shape}")
-
-
-def _check_xq(xq):
-    xq = _int_array("xq", xq, 2)
-    if xq.shape[1] == 0:
-        raise UserError(f"`xq` must have at least one column, not shape {xq.shape}")
-    _in_range("xq", xq, -XQ_MAX, XQ_MAX)
-    return xq
-
-
-def n_groups(k, group_size):
-    """Scale groups (or blocks) of `group_size` columns over `k`; the last may be short."""
-    return -(-k // group_size)
-
-
-# --------------------------------------------------------------------------------------------------
-# activations
-
-
-def quantize_activations(x):
-    """Symmetric int8 per token row: `x ≈ sx[m] · xq[m, k]`.
-
-    `x` is `[M, K]` float (cast to float32 first: the contract is defined on float32 inputs).
-    `sx = max|x_row| / 127` in float32 (a zero row gets `sx = 1.0`),
-    `xq = clip(rint(x / sx), -127, 127)` with the division in float32 and round-half-even.
-    Returns `(xq int8 [M, K], sx float32 [M])`.
-    Raises `UserError` for a non-2-D or non-finite `x`.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise UserError(f"`x` must be 2-D [M, K], not shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise UserError("`x` must be finite, not containing inf or nan")
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    sx = amax / np.float32(XQ_MAX)
-    sx = np.where(amax == 0, np.float32(1.0), sx).astype(np.float32)
-    # float32 rounding of sx can put max|x|/sx a hair above 127; the clip maps it back to 127.
-    xq = np.clip(np.rint(x / sx[:, None]), -XQ_MAX, XQ_MAX).astype(np.int8)
-    return xq, sx
-
+from arch.config import (  # noqa: F401  (the domains are part of this module's interface)
+    CENTROID_BITS,
+    CODEBOOK_BITS,
+    LUT_GROUPS,
+    LUT_WEIGHT_BITS,
+    PE_KINDS,
+    UNIFORM_BITS,
+)
+from arch.numerics import (  # noqa: F401  (re-exported: the golden model's own vocabulary)
+    XQ_MAX,
+    CodebookLayout,
+    Segment,
+    check_shape,
+    check_xq,
+    codebook_layout,
+    in_range,
+    int_array,
+    invert_index,
+    n_groups,
+    one_of,
+    positive_int,
+    quantize_activations,
+    quantize_codebooks,
+    restore_index,
+)
 
 # --------------------------------------------------------------------------------------------------
 # uniform weights: checks and layouts
 
 
 def _check_uniform(xq, q, z, bits, group_size, allowed_bits):
-    xq = _check_xq(xq)
-    _one_of("bits", bits, allowed_bits)
-    group_size = _positive_int("group_size", group_size)
-    q = _int_array("q", q, 2)
-    z = _int_array("z", z, 2)
+    xq = check_xq(xq)
+    one_of("bits", bits, allowed_bits)
+    group_size = positive_int("group_size", group_size)
+    q = int_array("q", q, 2)
+    z = int_array("z", z, 2)
     m, k = xq.shape
     if q.shape[1] != k:
-        raise UserError(f"`q` must have K = {k} columns (as `xq`), not {q.shape[1]}")
-    _shape("z", z, (q.shape[0], n_groups(k, group_size)))
-    _in_range("q", q, 0, 2**bits - 1)
-    _in_range("z", z, 0, 2**bits - 1)
+        raise ValueError(f"`q` must have K = {k} columns (as `xq`), not {q.shape[1]}")
+    check_shape("z", z, (q.shape[0], n_groups(k, group_size)))
+    in_range("q", q, 0, 2**bits - 1)
+    in_range("z", z, 0, 2**bits - 1)
     return xq, q, z, group_size
 
 
@@ -168,7 +106,7 @@ def decode_uniform(q, z, group_size):
 
 def table_entries(g, symmetric):
     """Entries per table per token row: 2^g for the full table, 2^(g-1) for the half table."""
-    _one_of("g", g, LUT_GROUPS)
+    one_of("g", g, LUT_GROUPS)
     return 2 ** (g - 1) if symmetric else 2**g
 
 
@@ -180,10 +118,10 @@ def build_table(xq_group, g, symmetric=False):
     of `idx` belonging to the first column, shape `[..., 2^g]`. Half table (`symmetric`):
     `H[..., j] = T[..., (j << 1) | 1]`, shape `[..., 2^(g-1)]`. Returns int64.
     """
-    _one_of("g", g, LUT_GROUPS)
+    one_of("g", g, LUT_GROUPS)
     x = np.asarray(xq_group, dtype=np.int64)
     if x.shape[-1] > g:
-        raise UserError(f"`xq_group` must have at most g = {g} columns, not {x.shape[-1]}")
+        raise ValueError(f"`xq_group` must have at most g = {g} columns, not {x.shape[-1]}")
     x = np.concatenate([x, np.zeros(x.shape[:-1] + (g - x.shape[-1],), np.int64)], axis=-1)
     # Doubling: adding column i as index bit i puts (old − x_i) in the lower half and (old + x_i)
     # in the upper, the adder tree of the precompute unit. The half table fixes bit 0 to 1 (+x_0)
@@ -195,20 +133,6 @@ def build_table(xq_group, g, symmetric=False):
     return t
 
 
-def invert_index(idx, g):
-    """The offline index inversion on static weights (LUT Tensor Core Eq. 6).
-
-    For a raw g-bit table index `idx` returns `(sign, stored)`: `sign = idx & 1`, and
-    `stored = idx >> 1` when sign is 1, else `(~idx >> 1) & (2^(g-1) − 1)`. The datapath reads
-    `v = H[stored]` and negates it when `sign == 0`, because `T[idx] = −T[~idx]` (Eq. 4).
-    """
-    _one_of("g", g, LUT_GROUPS)
-    idx = np.asarray(idx, dtype=np.int64)
-    sign = idx & 1
-    stored = np.where(sign == 1, idx >> 1, (~idx >> 1) & (2 ** (g - 1) - 1))
-    return sign, stored
-
-
 def lut_indices(q, bits, group_size, g, symmetric):
     """The LUT weight stream: per bit plane p, the g-bit table index of each table group.
 
@@ -216,11 +140,11 @@ def lut_indices(q, bits, group_size, g, symmetric):
     index is the inverted `stored` index and `sign` the sign bit (`invert_index`); without, `idx` is
     the raw index and `sign` is all ones. Padded slots carry bit 0 (their activation is zero).
     """
-    _one_of("bits", bits, LUT_WEIGHT_BITS)
-    _one_of("g", g, LUT_GROUPS)
-    group_size = _positive_int("group_size", group_size)
-    q = _int_array("q", q, 2)
-    _in_range("q", q, 0, 2**bits - 1)
+    one_of("bits", bits, LUT_WEIGHT_BITS)
+    one_of("g", g, LUT_GROUPS)
+    group_size = positive_int("group_size", group_size)
+    q = int_array("q", q, 2)
+    in_range("q", q, 0, 2**bits - 1)
     cols, valid = _table_layout(q.shape[1], group_size, g)
     qp = _gather(q, cols, valid)  # [N, J, L, g]
     weights = 1 << np.arange(g)
@@ -250,10 +174,11 @@ def uniform_partials_lut(xq, q, z, bits, group_size, g=4, symmetric=True, stats=
     offline index inversion. With `q' = 2q − (2^b − 1)` and `z' = 2z + 1 − 2^b`:
     `acc = Σ_p 2^p Σ_tables T[idx_p] = Σ x·q'`, Σx is read from the tables, and
     `P = (acc − z'·Σx) >> 1` (always even). Returns `P [M, N, J]` int64. `stats`, if a dict, gets
-    the largest |table entry| (`max_table`) and |intermediate| (`max_acc`) seen. Raises `UserError`.
+    the largest |table entry| (`max_table`) and |intermediate| (`max_acc`) seen.
+    Raises `ValueError`.
     """
     xq, q, z, group_size = _check_uniform(xq, q, z, bits, group_size, LUT_WEIGHT_BITS)
-    _one_of("g", g, LUT_GROUPS)
+    one_of("g", g, LUT_GROUPS)
     cols, valid = _table_layout(xq.shape[1], group_size, g)
     table = build_table(_gather(xq, cols, valid), g, symmetric)  # [M, J, L, E], once per row
     _track(stats, "max_table", table)
@@ -286,7 +211,7 @@ def uniform_partials_bitserial(xq, q, z, bits, group_size, stats=None):
     MSB first with shift-and-add (BISMO's Horner order): `acc = 2·acc + Σ_k x_k·q_{k,p}`, then
     `P = acc − z·Σx`. Arguments as `uniform_partials_lut`, `bits` in 1..8. Returns `P [M, N, J]`.
     """
-    xq, q, z, group_size = _check_uniform(xq, q, z, bits, group_size, WIDE_WEIGHT_BITS)
+    xq, q, z, group_size = _check_uniform(xq, q, z, bits, group_size, UNIFORM_BITS)
     cols, valid = _group_layout(xq.shape[1], group_size)
     xg = _gather(xq, cols, valid)  # [M, J, W]
     qg = _gather(q, cols, valid)  # [N, J, W]
@@ -318,13 +243,13 @@ def uniform_partials_mac(xq, q, z, bits, group_size, stats=None):
 
     Arguments as `uniform_partials_lut`, `bits` in 1..8. Returns `P [M, N, J]` int64.
     """
-    xq, q, z, group_size = _check_uniform(xq, q, z, bits, group_size, WIDE_WEIGHT_BITS)
+    xq, q, z, group_size = _check_uniform(xq, q, z, bits, group_size, UNIFORM_BITS)
     return _mac(xq, decode_uniform(q, z, group_size), group_size, stats)
 
 
 def uniform_partials(xq, q, z, bits, group_size, pe="lut", g=4, symmetric=True, stats=None):
     """Dispatch to the `pe` kind's uniform kernel (`g` and `symmetric` matter only for `lut`)."""
-    _one_of("pe", pe, PE_KINDS)
+    one_of("pe", pe, PE_KINDS)
     if pe == "lut":
         return uniform_partials_lut(xq, q, z, bits, group_size, g, symmetric, stats)
     if pe == "bitserial":
@@ -340,12 +265,12 @@ def fast_partials(xq, w_int, group_size):
     product and partial sum is an exactly representable integer, so any summation order is exact),
     else with int64. `xq [M, K]`, `w_int [N, K]` integers. Returns `[M, N, J]` int64.
     """
-    xq = _check_xq(xq)
-    w = _int_array("w_int", w_int, 2)
+    xq = check_xq(xq)
+    w = int_array("w_int", w_int, 2)
     k = xq.shape[1]
     if w.shape[1] != k:
-        raise UserError(f"`w_int` must have K = {k} columns (as `xq`), not {w.shape[1]}")
-    group_size = _positive_int("group_size", group_size)
+        raise ValueError(f"`w_int` must have K = {k} columns (as `xq`), not {w.shape[1]}")
+    group_size = positive_int("group_size", group_size)
     wmax = int(np.abs(w).max()) if w.size else 0
     exact_f64 = XQ_MAX * min(group_size, max(k, 1)) * wmax < 2**53
     dtype = np.float64 if exact_f64 else np.int64
@@ -362,84 +287,6 @@ def fast_partials(xq, w_int, group_size):
 
 # --------------------------------------------------------------------------------------------------
 # codebook weights (CLAQ)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Columns of one bit width after the mixed-precision permutation.
-
-    Members: `bits` (the width), `cols` (a slice of permuted columns), `blocks` (a slice of global
-    block indices: blocks of `block_size` permuted columns that never cross a segment boundary).
-    """
-
-    bits: int
-    cols: slice
-    blocks: slice
-
-
-@dataclass(frozen=True)
-class CodebookLayout:
-    """The column permutation and block structure of codebook weights (DESIGN.md section 3).
-
-    Members: `perm [K]` (permuted column i is original column `perm[i]`: a stable sort by bit width,
-    narrow first), `segments` (one `Segment` per distinct width, in permuted order), `nblocks`, and
-    `block_of_col [K]` (the block of each *original* column).
-    """
-
-    perm: np.ndarray
-    segments: tuple
-    nblocks: int
-    block_of_col: np.ndarray
-
-
-def codebook_layout(bits, block_size):
-    """The permutation and blocks for per-column widths `bits [K]` (each in 1..4)."""
-    bits = _int_array("bits", bits, 1)
-    block_size = _positive_int("block_size", block_size)
-    for b in np.unique(bits):
-        _one_of("bits", int(b), CODEBOOK_BITS)
-    # A stable sort keeps the original order inside a segment, so the permutation is canonical
-    # and reproducible from `bits` alone; narrow first fixes the segment (and block) order.
-    perm = np.argsort(bits, kind="stable")
-    segments, block_of_col = [], np.zeros(len(bits), np.int64)
-    start = block = 0
-    for b in sorted(set(bits.tolist())):
-        width = int((bits == b).sum())
-        nb = n_groups(width, block_size)
-        segments.append(Segment(b, slice(start, start + width), slice(block, block + nb)))
-        block_of_col[perm[start : start + width]] = block + np.arange(width) // block_size
-        start, block = start + width, block + nb
-    return CodebookLayout(perm, tuple(segments), block, block_of_col)
-
-
-def quantize_codebooks(codebooks, bits, block_size, centroid_bits=8):
-    """Fixed-point centroids with one symmetric float32 scale per block of input columns.
-
-    `codebooks [K, C]` float (C >= 2^max(bits); entries past 2^bits[k] are unused), `bits [K]`,
-    blocks as in `codebook_layout`. `cs = max|centroid in block| / (2^(cb−1) − 1)` in float32
-    (1.0 for an all-zero block); `cq = clip(rint(c / cs), ±(2^(cb−1) − 1))` (unused entries 0).
-    Returns `(cq [K, C]` int8 or int16, `block_scale [nblocks]` float32);
-    `w ≈ cs[blk(k)]·cq[k, code]` with `|c − cs·cq| <= cs/2`.
-    """
-    _one_of("centroid_bits", centroid_bits, CENTROID_BITS)
-    layout = codebook_layout(bits, block_size)
-    cb = np.asarray(codebooks, dtype=np.float32)
-    bits = np.asarray(bits, np.int64)
-    if cb.ndim != 2 or cb.shape[0] != len(bits) or cb.shape[1] < 2 ** int(bits.max(initial=0)):
-        raise UserError(
-            f"`codebooks` must be [K={len(bits)}, C >= 2^max(bits)], not shape {cb.shape}"
-        )
-    if not np.isfinite(cb).all():
-        raise UserError("`codebooks` must be finite, not containing inf or nan")
-    used = np.arange(cb.shape[1])[None, :] < (1 << bits)[:, None]
-    cb = np.where(used, cb, np.float32(0))
-    cmax = 2 ** (centroid_bits - 1) - 1
-    amax = np.zeros(layout.nblocks, np.float32)
-    np.maximum.at(amax, layout.block_of_col, np.abs(cb).max(axis=1))
-    scale = np.where(amax == 0, np.float32(1.0), amax / np.float32(cmax)).astype(np.float32)
-    cs = scale[layout.block_of_col].astype(np.float64)[:, None]
-    cq = np.clip(np.rint(cb.astype(np.float64) / cs), -cmax, cmax)
-    return cq.astype(np.int8 if centroid_bits == 8 else np.int16), scale
 
 
 def decode_codebook(codes, cq):
@@ -525,34 +372,34 @@ def codebook_partials(xq, codes, cq, bits, block_size, pe="lut", index_bits=4, c
     Columns are permuted by `codebook_layout` (stable, narrow first); each segment is lowered on its
     own: `lut` groups `g = index_bits // b` columns into a table of 2^(g·b) entries, `bitserial`
     serializes the two's-complement centroid over `centroid_bits` planes, `mac` multiplies by the
-    centroid; `fast` uses `fast_partials`. Returns `CodebookPartials`. Raises `UserError`.
+    centroid; `fast` uses `fast_partials`. Returns `CodebookPartials`. Raises `ValueError`.
     """
-    xq = _check_xq(xq)
+    xq = check_xq(xq)
     m, k = xq.shape
     if np.ndim(bits) == 0:
         bits = np.full(k, bits, np.int64)
-    _one_of("pe", pe, PE_KINDS)
-    _one_of("centroid_bits", centroid_bits, CENTROID_BITS)
+    one_of("pe", pe, PE_KINDS)
+    one_of("centroid_bits", centroid_bits, CENTROID_BITS)
     layout = codebook_layout(bits, block_size)
     bits = np.asarray(bits, np.int64)
-    _shape("bits", bits, (k,))
-    codes = _int_array("codes", codes, 2)
-    cq = _int_array("cq", cq, 2)
+    check_shape("bits", bits, (k,))
+    codes = int_array("codes", codes, 2)
+    cq = int_array("cq", cq, 2)
     if codes.shape[1] != k:
-        raise UserError(f"`codes` must have K = {k} columns (as `xq`), not {codes.shape[1]}")
+        raise ValueError(f"`codes` must have K = {k} columns (as `xq`), not {codes.shape[1]}")
     if cq.shape[0] != k or cq.shape[1] < 2 ** int(bits.max(initial=0)):
-        raise UserError(f"`cq` must be [K={k}, C >= 2^max(bits)], not shape {cq.shape}")
-    _in_range("codes", codes, 0, 2**4 - 1)
+        raise ValueError(f"`cq` must be [K={k}, C >= 2^max(bits)], not shape {cq.shape}")
+    in_range("codes", codes, 0, 2**4 - 1)
     over = codes >= (1 << bits)[None, :]
     if over.any():
         n, kk = np.argwhere(over)[0]
-        raise UserError(
+        raise ValueError(
             f"`codes[{n}, {kk}]` must be below 2^bits[{kk}] = {2 ** bits[kk]}, not {codes[n, kk]}"
         )
     cmax = 2 ** (centroid_bits - 1) - 1
-    _in_range("cq", cq, -cmax, cmax)
+    in_range("cq", cq, -cmax, cmax)
     if pe == "lut":
-        _one_of("index_bits", index_bits, tuple(range(int(bits.max(initial=1)), 9)))
+        one_of("index_bits", index_bits, tuple(range(int(bits.max(initial=1)), 9)))
     out = []
     for seg in layout.segments:
         cols = layout.perm[seg.cols]
@@ -592,25 +439,25 @@ def outlier_correction(xq, outliers, n):
 
     `xq [M, K]`; `outliers` an `Outliers` sorted by (row, col) with no duplicate; `n` the number
     of output rows. Each row's entries are accumulated in list order starting from 0.0f
-    (vectorised over rows by rank within the row). Returns `[M, n]` float32. Raises `UserError`.
+    (vectorised over rows by rank within the row). Returns `[M, n]` float32. Raises `ValueError`.
     """
-    xq = _check_xq(xq)
-    rows = _int_array("outliers.rows", outliers.rows, 1)
-    cols = _int_array("outliers.cols", outliers.cols, 1)
+    xq = check_xq(xq)
+    rows = int_array("outliers.rows", outliers.rows, 1)
+    cols = int_array("outliers.cols", outliers.cols, 1)
     vals = np.asarray(outliers.values)
     if vals.dtype != np.float16:
-        raise UserError(f"`outliers.values` must be float16, not dtype {vals.dtype}")
+        raise ValueError(f"`outliers.values` must be float16, not dtype {vals.dtype}")
     if not (len(rows) == len(cols) == len(vals)):
-        raise UserError(
+        raise ValueError(
             f"`outliers` must have rows, cols and values of one length, not "
             f"{len(rows)}, {len(cols)}, {len(vals)}"
         )
-    _in_range("outliers.rows", rows, 0, n - 1)
-    _in_range("outliers.cols", cols, 0, xq.shape[1] - 1)
+    in_range("outliers.rows", rows, 0, n - 1)
+    in_range("outliers.cols", cols, 0, xq.shape[1] - 1)
     key = rows * max(xq.shape[1], 1) + cols
     if (np.diff(key) <= 0).any():
         at = int(np.argmax(np.diff(key) <= 0)) + 1
-        raise UserError(
+        raise ValueError(
             f"`outliers` must be sorted by (row, col) without duplicates, not "
             f"({rows[at]}, {cols[at]}) at entry {at}"
         )
@@ -638,7 +485,7 @@ def epilogue(partials, scales, sx, correction=None):
     s = np.asarray(scales, dtype=np.float32)
     if s.ndim == 1:
         s = np.broadcast_to(s[None, :], (n, len(s)))
-    _shape("scales", s, (n, j))
+    check_shape("scales", s, (n, j))
     y = np.zeros((m, n), np.float32)
     for i in range(j):
         y = y + s[None, :, i] * p[:, :, i].astype(np.float32)
@@ -660,7 +507,7 @@ def uniform_matmul(x, q, scales, zeros, bits, group_size, pe="lut", g=4, symmetr
     """
     xq, sx = quantize_activations(x)
     if fast:
-        xq, q, zeros, group_size = _check_uniform(xq, q, zeros, bits, group_size, WIDE_WEIGHT_BITS)
+        xq, q, zeros, group_size = _check_uniform(xq, q, zeros, bits, group_size, UNIFORM_BITS)
         p = fast_partials(xq, decode_uniform(q, zeros, group_size), group_size)
     else:
         p = uniform_partials(xq, q, zeros, bits, group_size, pe, g, symmetric)
@@ -709,25 +556,25 @@ def accumulator_bounds(pe, weights, k, bits, group_size, g=4, centroid_bits=8, i
     group or centroid block; `g` the uniform LUT group; `centroid_bits` 8 or 16; `index_bits` the
     codebook table index width. The group that matters is `G = min(group_size, k)`.
     """
-    _one_of("pe", pe, PE_KINDS)
-    _one_of("weights", weights, ("uniform", "codebook"))
-    k = _positive_int("k", k)
-    gsz = min(_positive_int("group_size", group_size), k)
+    one_of("pe", pe, PE_KINDS)
+    one_of("weights", weights, ("uniform", "codebook"))
+    k = positive_int("k", k)
+    gsz = min(positive_int("group_size", group_size), k)
     if weights == "uniform":
-        _one_of("bits", bits, LUT_WEIGHT_BITS if pe == "lut" else WIDE_WEIGHT_BITS)
+        one_of("bits", bits, LUT_WEIGHT_BITS if pe == "lut" else UNIFORM_BITS)
         partial = XQ_MAX * gsz * (2**bits - 1)
         if pe == "lut":
-            _one_of("g", g, LUT_GROUPS)
+            one_of("g", g, LUT_GROUPS)
             # acc and z'·Σx each reach 127·G·(2^b − 1); their difference is 2P.
             return AccumulatorBounds(XQ_MAX * g, partial, 2 * partial)
         # bit-serial: Horner prefixes are Σx·(q >> p) and z·Σx <= 127·G·(2^b − 1); MAC: prefixes.
         return AccumulatorBounds(0, partial, partial)
-    _one_of("bits", bits, CODEBOOK_BITS)
-    _one_of("centroid_bits", centroid_bits, CENTROID_BITS)
+    one_of("bits", bits, CODEBOOK_BITS)
+    one_of("centroid_bits", centroid_bits, CENTROID_BITS)
     cmax = 2 ** (centroid_bits - 1) - 1
     partial = XQ_MAX * gsz * cmax
     if pe == "lut":
-        _one_of("index_bits", index_bits, tuple(range(bits, 9)))
+        one_of("index_bits", index_bits, tuple(range(bits, 9)))
         return AccumulatorBounds(XQ_MAX * (index_bits // bits) * cmax, partial, partial)
     if pe == "bitserial":
         # The MSB plane enters as −Σx·msb, then doubles up to −2^(cb−1)·Σx before the low planes
@@ -738,13 +585,13 @@ def accumulator_bounds(pe, weights, k, bits, group_size, g=4, centroid_bits=8, i
 
 def check_accumulator(pe, weights, k, bits, group_size, g=4, centroid_bits=8, index_bits=4,
                       acc_bits=32):
-    """`accumulator_bounds`, raising `UserError` if `max_acc` or `max_table` overflows a signed
+    """`accumulator_bounds`, raising `ValueError` if `max_acc` or `max_table` overflows a signed
     `acc_bits`-bit register. Returns the bounds."""
     bounds = accumulator_bounds(pe, weights, k, bits, group_size, g, centroid_bits, index_bits)
     limit = 2 ** (acc_bits - 1) - 1
     worst = max(bounds.max_acc, bounds.max_table)
     if worst > limit:
-        raise UserError(
+        raise ValueError(
             f"`max |acc|` of the {pe} path ({weights}, K={k}, bits={bits}, group={group_size}, "
             f"centroid_bits={centroid_bits}) must be at most {limit} for int{acc_bits}, not {worst}"
         )

@@ -320,7 +320,7 @@ def test_accumulator_widths_for_k_16384():
             assert bound.max_acc <= 127 * k * 128 < 2**31
         # int16 centroids: blocks up to 516 columns fit int32, 517 do not.
         gm.check_accumulator(pe, "codebook", k, 2, 516, centroid_bits=16)
-        with pytest.raises(UserError, match=r"`max \|acc\|` of the .* must be at most 2147483647"):
+        with pytest.raises(ValueError, match=r"`max \|acc\|` of the .* must be at most 2147483647"):
             gm.check_accumulator(pe, "codebook", k, 2, 517, centroid_bits=16)
     assert gm.accumulator_bounds("lut", "uniform", k, 4, k).bits_needed() == 27
 
@@ -346,7 +346,7 @@ def _brute_codebook(xq, codes, cq, layout):
 
 @PROPERTY
 @given(seeds, rows, outs, cols, groups,
-       st.sampled_from([(1,), (2,), (3,), (4,), (2, 4), (3, 4), (1, 2, 3, 4)]),
+       st.sampled_from([(2,), (3,), (4,), (2, 4), (3, 4), (2, 3, 4)]),
        st.sampled_from([8, 16]))
 def test_codebook_paths_agree(seed, m, n, k, block, widths, cb):
     x, bits, codes, codebooks = _codebook(seed, m, n, k, widths)
@@ -373,7 +373,7 @@ def test_codebook_paths_agree(seed, m, n, k, block, widths, cb):
 
 
 @PROPERTY
-@given(seeds, rows, outs, cols, groups, st.sampled_from([(2,), (3, 4), (1, 2, 3, 4)]),
+@given(seeds, rows, outs, cols, groups, st.sampled_from([(2,), (3, 4), (2, 3, 4)]),
        st.sampled_from([8, 16]), st.integers(0, 10))
 def test_codebook_within_reference_bound(seed, m, n, k, block, widths, cb, n_outliers):
     x, bits, codes, codebooks = _codebook(seed, m, n, k, widths)
@@ -407,20 +407,22 @@ def test_codebook_within_reference_bound(seed, m, n, k, block, widths, cb, n_out
 
 
 def test_quantize_codebooks_contract():
-    bits = np.array([2, 2, 1, 2])
-    codebooks = np.array([[0.5, -1.0, 2.0, 0.25], [0, 0, 0, 0], [0, 0, 9.0, 9.0], [-4, 1, 3, 0.1]],
-                         np.float32)
+    bits = np.array([2, 2, 3, 2])
+    codebooks = np.array([[0.5, -1.0, 2.0, 0.25, 0, 0, 0, 0], [0, 0, 0, 0, 9.0, 9.0, 9.0, 9.0],
+                          [0] * 8, [-4, 1, 3, 0.1, 0, 0, 0, 0]], np.float32)
     cq, scale = gm.quantize_codebooks(codebooks, bits, 2, 8)
-    # Permuted order [2, 0, 1, 3]: blocks {2} (1-bit), {0, 1}, {3}. Column 2's 9.0s are unused.
-    assert gm.codebook_layout(bits, 2).block_of_col.tolist() == [1, 1, 0, 2]
+    # Permuted order [0, 1, 3, 2]: blocks {0, 1}, {3}, {2} (3-bit). Column 1's 9.0s are unused.
+    assert gm.codebook_layout(bits, 2).block_of_col.tolist() == [0, 0, 2, 1]
     assert scale.dtype == np.float32
     f32 = np.float32
-    assert scale.tolist() == [1.0, f32(2.0) / f32(127), f32(4.0) / f32(127)]
-    assert cq[2].tolist() == [0, 0, 0, 0]  # zero block: scale 1.0, centroids 0, unused entries 0
-    assert cq[0].tolist() == [32, -64, 127, 16] and cq[3].tolist() == [-127, 32, 95, 3]
+    assert scale.tolist() == [f32(2.0) / f32(127), f32(4.0) / f32(127), 1.0]
+    assert cq[2].tolist() == [0] * 8  # zero block: scale 1.0, centroids 0
+    assert cq[1].tolist() == [0] * 8  # unused entries are 0
+    assert cq[0].tolist() == [32, -64, 127, 16, 0, 0, 0, 0]
+    assert cq[3].tolist() == [-127, 32, 95, 3, 0, 0, 0, 0]
     rng = np.random.default_rng(0)
     for cb in (8, 16):
-        bits = rng.integers(1, 5, 50)
+        bits = rng.integers(2, 5, 50)
         c = (rng.standard_normal((50, 16)) * np.exp(rng.uniform(-4, 4, (50, 1)))).astype(np.float32)
         cq, scale = gm.quantize_codebooks(c, bits, 8, cb)
         col_scale = scale[gm.codebook_layout(bits, 8).block_of_col].astype(np.float64)[:, None]
@@ -431,14 +433,14 @@ def test_quantize_codebooks_contract():
 
 
 def test_mixed_precision_permutation():
-    bits = np.array([4, 2, 2, 1, 4, 3])
+    bits = np.array([4, 2, 2, 3, 4, 3])
     layout = gm.codebook_layout(bits, 2)
-    # Stable sort, narrow first: 1-bit col 3; 2-bit cols 1, 2; 3-bit col 5; 4-bit cols 0, 4.
-    assert layout.perm.tolist() == [3, 1, 2, 5, 0, 4]
+    # Stable sort, narrow first: 2-bit cols 1, 2; 3-bit cols 3, 5; 4-bit cols 0, 4.
+    assert layout.perm.tolist() == [1, 2, 3, 5, 0, 4]
     assert [(s.bits, s.cols, s.blocks) for s in layout.segments] == [
-        (1, slice(0, 1), slice(0, 1)), (2, slice(1, 3), slice(1, 2)),
-        (3, slice(3, 4), slice(2, 3)), (4, slice(4, 6), slice(3, 4))]
-    assert layout.block_of_col.tolist() == [3, 1, 1, 0, 3, 2]
+        (2, slice(0, 2), slice(0, 1)), (3, slice(2, 4), slice(1, 2)),
+        (4, slice(4, 6), slice(2, 3))]
+    assert layout.block_of_col.tolist() == [2, 0, 0, 1, 2, 1]
     # Blocks never cross a segment: 2-bit columns with block 2 start a new block at the 4-bit ones.
     layout = gm.codebook_layout([2, 2, 2, 4, 4], 2)
     assert layout.block_of_col.tolist() == [0, 0, 1, 2, 2] and layout.nblocks == 3
@@ -449,7 +451,7 @@ def test_mixed_precision_permutation():
     cq = rng.integers(-127, 128, (6, 16))
     for pe in gm.PE_KINDS:
         parts = gm.codebook_partials(xq, codes, cq, bits, 2, pe)
-        assert [p.shape[-1] for p in parts.partials] == [1, 1, 1, 1]
+        assert [p.shape[-1] for p in parts.partials] == [1, 1, 1]
         np.testing.assert_array_equal(parts.stacked(),
                                       _brute_codebook(xq, codes, cq, gm.codebook_layout(bits, 2)))
 
@@ -509,38 +511,48 @@ def test_errors_name_the_field_the_rule_and_the_value():
     xq = np.zeros((1, 4), np.int64)
     q = np.zeros((2, 4), np.int64)
     z = np.zeros((2, 1), np.int64)
-    with pytest.raises(UserError, match=r"`g` must be one of 2, 3, 4, 5, not 7"):
+    with pytest.raises(ValueError, match=r"`g` must be one of 2, 3, 4, 5, not 7"):
         gm.uniform_partials_lut(xq, q, z, 2, 4, g=7)
-    with pytest.raises(UserError, match=r"`bits` must be one of 1, 2, 3, 4, not 8"):
+    with pytest.raises(ValueError, match=r"`bits` must be one of 1, 2, 3, 4, not 8"):
         gm.uniform_partials_lut(xq, q, z, 8, 4)
-    with pytest.raises(UserError, match=r"`xq` must be in \[-127, 127\], not -128"):
+    with pytest.raises(ValueError, match=r"`xq` must be in \[-127, 127\], not -128"):
         gm.uniform_partials_mac(np.array([[-128, 0, 0, 0]]), q, z, 2, 4)
-    with pytest.raises(UserError, match=r"`q` must be in \[0, 3\], not 4"):
+    with pytest.raises(ValueError, match=r"`q` must be in \[0, 3\], not 4"):
         gm.uniform_partials_bitserial(xq, q + 4, z, 2, 4)
-    with pytest.raises(UserError, match=r"`z` must have shape \(2, 2\), not \(2, 1\)"):
+    with pytest.raises(ValueError, match=r"`z` must have shape \(2, 2\), not \(2, 1\)"):
         gm.uniform_partials_mac(xq, q, z, 2, 3)
-    with pytest.raises(UserError, match=r"`q` must have K = 4 columns \(as `xq`\), not 3"):
+    with pytest.raises(ValueError, match=r"`q` must have K = 4 columns \(as `xq`\), not 3"):
         gm.uniform_partials_mac(xq, q[:, :3], z, 2, 4)
-    with pytest.raises(UserError, match=r"`group_size` must be a positive integer, not 0"):
+    with pytest.raises(ValueError, match=r"`group_size` must be a positive integer, not 0"):
         gm.uniform_partials_mac(xq, q, z, 2, 0)
-    with pytest.raises(UserError, match=r"`pe` must be one of lut, bitserial, mac, not 'gpu'"):
+    with pytest.raises(ValueError, match=r"`pe` must be one of lut, bitserial, mac, not 'gpu'"):
         gm.uniform_partials(xq, q, z, 2, 4, pe="gpu")
-    with pytest.raises(UserError, match=r"`xq` must be an integer array, not dtype float64"):
+    with pytest.raises(ValueError, match=r"`xq` must be an integer array, not dtype float64"):
         gm.fast_partials(np.zeros((1, 4)), q, 4)
-    with pytest.raises(UserError, match=r"`codes\[0, 1\]` must be below 2\^bits\[1\] = 2, not 3"):
-        gm.codebook_partials(xq, np.array([[0, 3, 0, 0]]), np.zeros((4, 4), np.int64),
-                             [2, 1, 2, 2], 4)
-    with pytest.raises(UserError, match=r"`cq` must be in \[-127, 127\], not 200"):
+    with pytest.raises(ValueError, match=r"`codes\[0, 1\]` must be below 2\^bits\[1\] = 4, not 5"):
+        gm.codebook_partials(xq, np.array([[0, 5, 0, 0]]), np.zeros((4, 8), np.int64),
+                             [2, 2, 3, 2], 4)
+    with pytest.raises(ValueError, match=r"`cq` must be in \[-127, 127\], not 200"):
         gm.codebook_partials(xq, q, np.full((4, 4), 200), 2, 4)
-    with pytest.raises(UserError, match=r"`bits` must be one of 1, 2, 3, 4, not 5"):
-        gm.codebook_layout([5, 1], 2)
-    with pytest.raises(UserError, match=r"`centroid_bits` must be one of 8, 16, not 12"):
+    with pytest.raises(ValueError, match=r"`bits` must be one of 2, 3, 4, not 5"):
+        gm.codebook_layout([5, 2], 2)
+    with pytest.raises(ValueError, match=r"`bits` must be one of 2, 3, 4, not 1"):
+        gm.codebook_layout([2, 1], 2)     # a 1-bit column is uniform, not a codebook
+    with pytest.raises(ValueError, match=r"`centroid_bits` must be one of 8, 16, not 12"):
         gm.quantize_codebooks(np.zeros((2, 4)), [2, 2], 2, 12)
-    with pytest.raises(UserError, match=r"`x` must be finite"):
+    with pytest.raises(ValueError, match=r"`x` must be finite"):
         gm.quantize_activations([[1.0, np.nan]])
     unsorted = gm.Outliers(np.array([1, 0]), np.array([0, 0]), np.array([1, 1], np.float16))
-    with pytest.raises(UserError, match=r"`outliers` must be sorted by \(row, col\) without "
+    with pytest.raises(ValueError, match=r"`outliers` must be sorted by \(row, col\) without "
                                          r"duplicates, not \(0, 0\) at entry 1"):
         gm.outlier_correction(xq, unsorted, 2)
-    with pytest.raises(UserError, match=r"`outliers.values` must be float16, not dtype float32"):
+    with pytest.raises(ValueError, match=r"`outliers.values` must be float16, not dtype float32"):
         gm.outlier_correction(xq, unsorted._replace(values=np.ones(2, np.float32)), 2)
+
+
+def test_golden_errors_are_bugs_not_user_errors():
+    # The error boundary is where input enters (configs, .q files, programs): the golden model is
+    # internal, so a bad argument keeps its traceback instead of becoming a one-line exit 2.
+    with pytest.raises(ValueError, match=r"`g` must be one of 2, 3, 4, 5, not 7") as e:
+        gm.build_table(np.zeros((1, 4), np.int64), 7)
+    assert not isinstance(e.value, UserError)
