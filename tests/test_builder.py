@@ -80,7 +80,7 @@ def test_carried_instructions_equal_decoding_the_words():
     import numpy as np
 
     from compiler.lower import lower
-    from tests.layers import codebook_layer
+    from quant.random_layer import codebook_layer
     prog = lower(codebook_layer(np.random.default_rng(0), 40, 300, (2, 3, 4), outliers=5),
                  CFG, 3).program
     assert prog.insns() == [isa.decode(w, i) for i, w in enumerate(prog.words)]

@@ -12,9 +12,9 @@ from compiler.lower import lower, write_inputs
 from compiler.plan import LoweringError
 from compiler.tiling import Tiling
 from quant import reference
+from quant.random_layer import codebook_layer, uniform_layer
 from sim import golden
 from sim.executor import ExecError, Executor
-from tests.layers import codebook_layer, uniform_layer
 
 CONFIGS = {name: config.load(name) for name in ("lut", "bitserial", "mac")}
 

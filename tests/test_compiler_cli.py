@@ -7,7 +7,7 @@ import pytest
 
 import quant
 from quant.layer import QModel
-from tests.layers import codebook_layer, uniform_layer
+from quant.random_layer import codebook_layer, uniform_layer
 
 
 @pytest.fixture

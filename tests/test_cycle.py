@@ -10,9 +10,9 @@ import pytest
 from arch import config, isa
 from arch.program import Program
 from compiler.lower import lower, write_inputs
+from quant.random_layer import codebook_layer, uniform_layer
 from sim.cycle import SimDeadlock, simulate
 from sim.executor import Executor
-from tests.layers import codebook_layer, uniform_layer
 
 CONFIGS = {name: config.load(name) for name in ("lut", "bitserial", "mac")}
 

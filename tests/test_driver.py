@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from arch import config
+from quant.random_layer import codebook_layer, uniform_layer
 from sim import driver
-from tests.layers import codebook_layer, uniform_layer
 
 LUT = config.load("lut")
 

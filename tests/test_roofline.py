@@ -42,7 +42,7 @@ def test_gpu_estimate_hand_checked():
 def test_cli_table_and_plot(cli, tmp_path):
     import quant
     from quant.layer import QModel
-    from tests.layers import codebook_layer
+    from quant.random_layer import codebook_layer
     rng = np.random.default_rng(0)
     q = QModel("t", {"name": "claq", "settings": {}},
                {"a": codebook_layer(rng, 64, 128, (2, 4), name="a")})
