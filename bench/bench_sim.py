@@ -36,9 +36,10 @@ if what == "llama":
                                  "energy_mj_per_token": total["energy_j_per_token"] * 1e3}
     out["sim_s"] = time.perf_counter() - t0
 else:
-    from sim.cli import _gemm_layer
+    from quant.random_layer import gemm_layer
     cfg = config.load("mac")
-    m, layer = _gemm_layer("128,4096,4096", 8)
+    m = 128
+    layer = gemm_layer(m, 4096, 4096, 8)     # bitlut sim --gemm 128,4096,4096 --wbits 8
     t0 = time.perf_counter()
     r = simulate_layer(layer, cfg, m, check=False, unlimited_bandwidth=True)
     out = {"sim_s": time.perf_counter() - t0, "cycles": r["cycles"]}

@@ -46,23 +46,14 @@ def _tokens(args):
 
 
 def _gemm_layer(spec, bits):
-    import numpy as np
-
-    from quant.layer import QLayer
+    """`--gemm M,K,N` and `--wbits B`: (M, the synthetic layer)."""
+    from quant.random_layer import gemm_layer
     try:
         m, k, n = (int(v) for v in spec.split(","))
         assert m > 0 and k > 0 and n > 0
     except (ValueError, AssertionError):
         raise UserError(f"--gemm must be M,K,N with positive integers, not {spec!r}") from None
-    rng = np.random.default_rng(0)
-    gs = min(128, k)
-    j = -(-k // gs)
-    layer = QLayer(name=f"gemm_{m}x{k}x{n}", kind="uniform",
-                   codes=rng.integers(0, 2 ** bits, (n, k)).astype(np.uint8),
-                   bits=np.full(k, bits, np.uint8), perm=np.arange(k, dtype=np.int32),
-                   scales=(rng.random((n, j)) * 0.02 + 0.001).astype(np.float16),
-                   zeros=np.full((n, j), 2 ** (bits - 1), np.uint8), group_size=gs)
-    return m, layer
+    return m, gemm_layer(m, k, n, bits)
 
 
 def sim_cmd(args):

@@ -108,24 +108,19 @@ def run_scalesim(python, gemms=GEMMS):
 
 def ours(m, k, n, config=None):
     """Our MAC array's compute cycles for the GEMM (zero-based, as SCALE-Sim counts)."""
-    import numpy as np
-
     from arch import config as config_mod
     from arch import timing
     from arch.isa import Opcode
     from compiler.lower import lower
     from compiler.tiling import Tiling
-    from quant.layer import QLayer
+    from quant.random_layer import uniform_layer
     cfg = config or config_mod.load("mac")
     # SCALE-Sim's array has no I/O registers: compare with ours at pe_latency 0 (the shipped
     # RTL adds its pe_latency per fold on top, arch/timing.py)
     cfg = cfg.replace(timing=dataclasses.replace(cfg.timing, pe_latency=0))
-    rng = np.random.default_rng(0)
-    layer = QLayer(name="gemm", kind="uniform",
-                   codes=rng.integers(0, 256, (n, k)).astype(np.uint8),
-                   bits=np.full(k, 8, np.uint8), perm=np.arange(k, dtype=np.int32),
-                   scales=np.ones((n, 1), np.float16), zeros=np.zeros((n, 1), np.uint8),
-                   group_size=k)
+    # int8 codes, per-row scale 1 and zero point 0: one k-step spans K
+    layer = uniform_layer(0, n, k, 8, group_size=k, name="gemm", scale_min=1.0, scale_spread=0.0,
+                          zero=0)
     compiled = lower(layer, cfg, m, tile=Tiling(m, n))
     total = 0
     for insn in compiled.program.insns():
