@@ -40,13 +40,13 @@ def register(sub):
 
 
 def check(args):
-    from arch import config
+    from arch import config, roofline
     for path in args.files:
         cfg = config.load(path)
         sizes = ", ".join(f"{k} {v} B" for k, v in config.tile_bytes(cfg).items())
         print(f"{path}: ok  tag={cfg.tag}  {cfg.pe.kind} {cfg.pe.rows}x{cfg.pe.cols} "
               f"@ {cfg.clock_mhz:g} MHz, DRAM {cfg.dram_bytes_per_cycle:.1f} B/cycle, "
-              f"peak {cfg.peak_weights_per_cycle:g} weights/cycle; min tile: {sizes}")
+              f"peak {roofline.peak_weights_per_cycle(cfg):g} weights/cycle; min tile: {sizes}")
 
 
 def _read(path, binary=False):

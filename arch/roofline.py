@@ -43,6 +43,18 @@ def peak_macs_per_cycle(config, kind, bits):
     return lanes * pe.group / planes
 
 
+def peak_weights_per_cycle(config, kind="uniform", bits=None):
+    """Distinct weights the PE array consumes per cycle: `peak_macs_per_cycle` over the token rows
+    that share each weight. The LUT and bit-serial arrays' rows are token rows reading one weight
+    stream (cols*group/b weights of b bits per cycle); each PE of the weight-stationary MAC array
+    holds a weight of its own (rows*cols). `bits` defaults to the narrowest width the config
+    supports."""
+    pe = config.pe
+    bits = min(pe.weight_bits) if bits is None else bits
+    sharing = 1 if pe.kind == "mac" else pe.rows
+    return peak_macs_per_cycle(config, kind, bits) / sharing
+
+
 @dataclass(frozen=True)
 class Bound:
     ops: int                 # MACs
