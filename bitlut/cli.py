@@ -12,21 +12,23 @@ import sys
 
 from bitlut.errors import UserError
 
-# Packages that add subcommands, in the order `bitlut --help` lists them.
-COMMAND_MODULES = ["arch.cli", "quant.cli", "compiler.cli", "sim.cli", "rtl.cli", "reports.cli"]
+# Packages that add subcommands, in the order `bitlut --help` lists them. Each must import: a
+# missing one is a bug in this list, not a command to skip.
+COMMAND_MODULES = ["arch.cli", "quant.cli", "compiler.cli", "sim.cli", "rtl.cli"]
 
-# Commands the README and Makefile name before the issue that builds them has landed.
+# Commands the README and Makefile name before the issue that builds them has landed:
+# {name: (what it will do, the issue that builds it)}. Running one exits 2, so that `make dse`
+# and scripts fail rather than pass on a command that did nothing.
 PLANNED = {
-    "sim": "simulate a quantized layer on an accelerator config",
-    "verilog": "Verilog for FPGA and a synthesis report",
-    "dse": "design-space exploration sweep",
+    "dse": ("design-space exploration sweep", 12),
 }
 
 
-def _not_yet(name):
+def _not_built(name, what, issue):
     def run(args):
-        print(f"bitlut {name}: not yet available in this version of bitlut")
-        return 0
+        print(f"bitlut: error: `bitlut {name}` ({what}) is not built yet; issue {issue} builds it",
+              file=sys.stderr)
+        return 2
     return run
 
 
@@ -38,17 +40,12 @@ def build_parser():
                         help="show tracebacks for errors instead of one-line messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(sub)
-    for name, help_text in PLANNED.items():
-        if name not in sub.choices:
-            p = sub.add_parser(name, help=f"{help_text} (not yet available)")
-            p.set_defaults(func=_not_yet(name), accepts_extra=True)
+        importlib.import_module(name).register(sub)
+    for name, (what, issue) in PLANNED.items():
+        if name in sub.choices:
+            raise ValueError(f"PLANNED must name only commands not built yet, not {name!r}")
+        p = sub.add_parser(name, help=f"{what} (not built yet: issue {issue})")
+        p.set_defaults(func=_not_built(name, what, issue), accepts_extra=True)
     return parser
 
 
