@@ -10,8 +10,8 @@ def run():
     import quant
     from arch import config
     from bench.common import ensure_llama
-    from sim.check import run_layer, sample_activations
     from compiler.lower import lower
+    from sim.check import run_layer, sample_activations
     model = quant.load(ensure_llama())
     cfg = config.load("lut")
     tokens = [1, 128] if os.environ.get("BITLUT_BENCH_LONG") else [1]
