@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from arch import packing
-from arch.isa import Mode, Opcode
+from arch.isa import PE_KIND_OF, Mode, Opcode
 from arch.numerics import invert_index, restore_index
 
 # -- records ------------------------------------------------------------------------------------
@@ -242,9 +242,6 @@ def weight_layout(config, fmt, n, cols, bits):
                         pe.symmetric)
 
 
-MATMUL_PE = {Opcode.LMMA: "lut", Opcode.BSMM: "bitserial", Opcode.MMA: "mac"}
-
-
 def matmul_layout(config, op, mode, n, kgroups, bits):
     """The weight layout that matmul instruction `op` (`lmma`, `bsmm`, `mma`) with these fields
     reads: the opcode, not the config, fixes the encoding. Codebook `bsmm` and `mma` read the
@@ -254,7 +251,7 @@ def matmul_layout(config, op, mode, n, kgroups, bits):
     if fmt == "codebook" and op is not Opcode.LMMA:
         return None
     g = config.codebook_group(bits) if fmt == "codebook" else pe.group
-    return WeightLayout(MATMUL_PE[op], fmt, n, kgroups * g, bits, g, pe.cols, pe.symmetric)
+    return WeightLayout(PE_KIND_OF[op], fmt, n, kgroups * g, bits, g, pe.cols, pe.symmetric)
 
 
 def codes_layout(n, cols, bits):

@@ -98,6 +98,10 @@ class Deq(enum.Enum, shape=2):
     BLOCK = 2
 
 
+# The matmul opcode of each PE array kind (`arch.config.PE_KINDS`).
+MATMUL_OPCODE = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
+PE_KIND_OF = {op: kind for kind, op in MATMUL_OPCODE.items()}
+
 UNIT_OF = {
     Opcode.NOP: None, Opcode.FINISH: None,
     Opcode.LOAD: Unit.LOAD, Opcode.STORE: Unit.STORE,

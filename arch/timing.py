@@ -23,6 +23,21 @@ import math
 
 from arch.isa import Mode, Opcode
 
+# What the hardware does, counted: one vocabulary for the executor's `Stats`, the events of
+# `events` (what the cycle model charges energy for) and the compiler's estimate. Each counter is
+# priced by one field of the config's energy table.
+ENERGY_FIELD = {
+    "lookups": "lookup_pj",                 # table reads (LUT lane x bit plane)
+    "table_entries": "table_entry_pj",      # table entries built
+    "bitserial_steps": "bitserial_step_pj", # bit-serial lane x plane steps
+    "macs": "mac_pj",                       # int8 multiply-accumulates
+    "vector_ops": "vector_op_pj",           # vector-unit element operations
+    "sram_bytes": "sram_byte_pj",           # scratchpad bytes read or written
+    "dram_bytes": "dram_byte_pj",           # DRAM bytes moved (whole bursts)
+}
+COUNTERS = tuple(ENERGY_FIELD)
+MATMUL_COUNTER = {Opcode.LMMA: "lookups", Opcode.BSMM: "bitserial_steps", Opcode.MMA: "macs"}
+
 
 def matmul_cycles(config, op, rows, n, kgroups, planes):
     """Cycles of one matmul instruction on the PE array, pipeline depth included.
@@ -38,6 +53,14 @@ def matmul_cycles(config, op, rows, n, kgroups, planes):
                                                                     + rows - 2 + t.pe_latency)
     return (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * kgroups * planes * t.pe_ii
             + t.pe_latency)
+
+
+def matmul_count(config, op, rows, n, kgroups, planes):
+    """The PE-array work of one matmul, in its counter (`MATMUL_COUNTER[op]`): lookups and
+    bit-serial steps are lane x group x plane; MACs are lane x group x the group's columns."""
+    if op is Opcode.MMA:
+        return rows * n * kgroups * config.pe.group
+    return rows * n * kgroups * planes
 
 
 def matmul_planes(config, op, mode, bits):
@@ -89,36 +112,39 @@ def unit_cycles(config, insn):
 
 
 def events(config, insn):
-    """Counts of the energy table's events that `insn` causes: {energy field: count}."""
-    a, pe = insn.args, config.pe
+    """The counters (`COUNTERS`) that `insn` advances: {counter: count}."""
+    a = insn.args
     op = insn.op
     ev = {}
     if op in (Opcode.LOAD, Opcode.STORE):
-        ev["dram_byte_pj"] = dram_bytes(config, a["rows"], a["row_bytes"])
-        ev["sram_byte_pj"] = a["rows"] * a["row_bytes"]
+        ev["dram_bytes"] = dram_bytes(config, a["rows"], a["row_bytes"])
+        ev["sram_bytes"] = a["rows"] * a["row_bytes"]
     elif op is Opcode.TBL:
         if Mode(a["mode"]) is Mode.UNIFORM:
             entries = config.table_entries
         else:
             entries = 1 << (config.codebook_group(a["bits"]) * a["bits"])
-        ev["table_entry_pj"] = a["rows"] * a["ngroups"] * entries
-        ev["sram_byte_pj"] = a["rows"] * a["ngroups"] * entries * config.table_entry_bytes
-    elif op in (Opcode.LMMA, Opcode.BSMM, Opcode.MMA):
+        ev["table_entries"] = a["rows"] * a["ngroups"] * entries
+        ev["sram_bytes"] = a["rows"] * a["ngroups"] * entries * config.table_entry_bytes
+    elif op in MATMUL_COUNTER:
         planes = matmul_planes(config, op, Mode(a["mode"]), a["bits"])
-        lanes = a["rows"] * a["n"] * a["kgroups"]
-        if op is Opcode.LMMA:
-            ev["lookup_pj"] = lanes * planes
-        elif op is Opcode.BSMM:
-            ev["bitserial_step_pj"] = lanes * planes
-        else:
-            ev["mac_pj"] = lanes * pe.group
-        ev["sram_byte_pj"] = 4 * a["rows"] * a["n"]
+        ev[MATMUL_COUNTER[op]] = matmul_count(config, op, a["rows"], a["n"], a["kgroups"],
+                                              planes)
+        ev["sram_bytes"] = 4 * a["rows"] * a["n"]
     elif op in (Opcode.VSUM, Opcode.VDEQ, Opcode.VSCALE, Opcode.VOUT, Opcode.GATHER,
                 Opcode.CBX):
         count = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
                  Opcode.VSCALE: ("rows", "n"), Opcode.VOUT: ("rows", "count"),
                  Opcode.GATHER: ("rows", "cols"), Opcode.CBX: ("n", "cols")}[op]
         elements = a[count[0]] * a[count[1]]
-        ev["vector_op_pj"] = elements
-        ev["sram_byte_pj"] = 4 * elements
+        ev["vector_ops"] = elements
+        ev["sram_bytes"] = 4 * elements
     return ev
+
+
+def energy_pj(config, counts, cycles):
+    """Energy of a run in pJ: each counter priced by its energy-table field, plus the static
+    power over `cycles`."""
+    e = config.energy
+    dynamic = sum(getattr(e, ENERGY_FIELD[k]) * v for k, v in counts.items())
+    return dynamic + e.static_mw * 1e-3 * cycles * config.cycle_ns * 1e-9 * 1e12

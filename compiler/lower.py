@@ -32,7 +32,7 @@ import numpy as np
 
 from arch import image as img
 from arch.image import OUTLIER, PARAM
-from arch.isa import Buffer, Deq, Mode, Opcode
+from arch.isa import MATMUL_OPCODE, Buffer, Deq, Mode, Opcode
 from arch.numerics import quantize_activations
 from arch.program import Program
 from compiler import tiling as tiling_mod
@@ -398,7 +398,7 @@ class _Emitter:
             bits, mode = ks.bits, Mode.UNIFORM
         else:
             bits, mode = (ks.bits if lut else pe.centroid_bits), Mode.CODEBOOK
-        self.b.emit(tiling_mod.MATMUL_OP[pe.kind],
+        self.b.emit(MATMUL_OPCODE[pe.kind],
                     reads=[self.R(Buffer.TABLE if lut else Buffer.ACT, src, src_bytes),
                            self.R(Buffer.WEIGHT, c.wgt, c.wgt_bytes)],
                     writes=[self.R(Buffer.ACC, c.acc, img.ACC.itemsize * c.rows * c.n)],

@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass
 
 from arch import image, timing
 from arch.image import OUTLIER, PARAM
-from arch.isa import Mode, Opcode, field_max
+from arch.isa import MATMUL_OPCODE, Mode, Opcode, field_max
 from compiler.plan import LoweringError, weight_image_bytes
 
-MATMUL_OP = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
 # Limits of a tile, derived from the ISA's field widths:
 # every instruction of a tile carries its token rows (`tbl` and `vout` in 8 bits) ...
 MAX_ROWS = min(field_max(op, "rows") for op in (Opcode.TBL, Opcode.VOUT, Opcode.VDEQ,
@@ -168,8 +167,8 @@ def estimate(plan, config, m, tile):
     col_blocks = _block_sizes(plan.n, nw)
     nmb, nnb = sum(row_blocks.values()), sum(col_blocks.values())
     matmul = table = vector = 0
-    lookups = entries = acc_bytes = 0
-    op = MATMUL_OP[pe.kind]
+    pe_work = entries = acc_bytes = 0
+    op = MATMUL_OPCODE[pe.kind]
     mode = _mode(plan)
     for rows, rcount in row_blocks.items():
         for n, ncount in col_blocks.items():
@@ -177,7 +176,7 @@ def estimate(plan, config, m, tile):
             for ks in plan.ksteps:
                 planes = timing.matmul_planes(config, op, mode, ks.bits)
                 matmul += times * timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
-                lookups += times * rows * n * ks.kgroups * planes
+                pe_work += times * timing.matmul_count(config, op, rows, n, ks.kgroups, planes)
                 acc_bytes += times * 4 * rows * n
                 if pe.kind == "lut":
                     table += times * (rows * ks.kgroups * t.table_ii + t.table_latency)
@@ -212,4 +211,4 @@ def estimate(plan, config, m, tile):
             "out": y_bytes}                        # bytes written into each scratchpad
     return {"cycles": max(units.values()), "unit_cycles": units, "dram_bytes": dram,
             "sram_bytes": sram, "instructions_est": insns, "table_entries": entries,
-            "lookups" if pe.kind == "lut" else "pe_steps": lookups}
+            timing.MATMUL_COUNTER[op]: pe_work}

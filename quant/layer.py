@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arch.config import CODEBOOK_BITS, UNIFORM_BITS  # noqa: F401  (the .q format's domains)
+from bitlut.formats import CODEBOOK_BITS, KINDS, UNIFORM_BITS  # noqa: F401  (the .q domains)
 from quant import reference
-
-KINDS = ("codebook", "uniform")
 
 
 @dataclass

@@ -62,14 +62,11 @@ class SimResult:
     units: dict                      # unit name -> UnitCounters
     dram_bytes: int
     dram_busy: int                   # cycles the DRAM port transferred data
-    events: Counter                  # energy-table event -> count
+    events: Counter                  # counter (`arch.timing.COUNTERS`) -> count
     insns: int
 
     def energy_pj(self, config):
-        e = config.energy
-        dynamic = sum(getattr(e, k) * v for k, v in self.events.items())
-        static = e.static_mw * 1e-3 * self.cycles * config.cycle_ns * 1e-9 * 1e12
-        return dynamic + static
+        return timing.energy_pj(config, self.events, self.cycles)
 
     def as_dict(self, config):
         return {

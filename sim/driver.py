@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from arch import roofline
+from arch import roofline, timing
 from compiler import tiling as tiling_mod
 from compiler.lower import lower, write_inputs
 from compiler.plan import plan_layer, weight_bits_total
@@ -81,9 +81,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     bits = float(np.mean(layer.bits))
     bound = roofline.layer_bound(config, m, n, k, kind, layer.bits,
                                  roofline.stored_weight_bytes(layer))
-    e = config.energy
-    energy_j = sum(getattr(e, name) * count for name, count in events.items()) * 1e-12
-    energy_j += e.static_mw * 1e-3 * cycles * config.cycle_ns * 1e-9
+    energy_j = timing.energy_pj(config, events, cycles) * 1e-12
     report = {
         "name": layer.name, "shape": [n, k], "tokens": m, "kind": kind,
         "bits_per_weight": layer.bits_per_weight(outliers=True),

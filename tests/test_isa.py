@@ -224,3 +224,33 @@ def test_the_opcode_scan_would_catch_a_literal():
     assert OPCODE_LITERAL.search("if insn.op == 7:")
     assert OPCODE_LITERAL.search("Opcode(7)")
     assert not OPCODE_LITERAL.search("if insn.op == Opcode.LMMA:")
+
+
+# Limits derived from field widths (`isa.field_max`), never restated: the largest value of every
+# field at least a byte wide, written as a number in code outside arch/, is a second copy.
+FIELD_MAXIMA = sorted({(1 << f.width) - 1 for fields in isa.FORMATS.values() for f in fields
+                       if f.width >= 8})
+FIELD_LITERAL = re.compile(r"(?<![\w.])(" + "|".join(
+    [str(v) for v in FIELD_MAXIMA] + [hex(v) for v in FIELD_MAXIMA]) + r")(?![\w.])",
+    re.IGNORECASE)
+CODE_PACKAGES = ("bitlut", "quant", "compiler", "sim", "rtl", "verif", "reports", "bench")
+
+
+def test_no_field_widths_outside_arch():
+    offenders = []
+    for package in CODE_PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#")[0]
+                if FIELD_LITERAL.search(code):
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, ("field limits written as numbers outside arch/ (use "
+                           "isa.field_max):\n" + "\n".join(offenders))
+
+
+def test_the_field_width_scan_would_catch_a_literal():
+    assert FIELD_MAXIMA[:3] == [255, 4095, 65535]
+    assert FIELD_LITERAL.search("MAX_ROWS = 255")
+    assert FIELD_LITERAL.search("if count > 0xFFF:")
+    assert not FIELD_LITERAL.search("MAX_ROWS = field_max(Opcode.TBL, 'rows')")
+    assert not FIELD_LITERAL.search("x = 2550 + 1.255")
