@@ -21,16 +21,15 @@ from pathlib import Path
 import yaml
 
 from bitlut.errors import UserError
+from bitlut.formats import CODEBOOK_BITS, UNIFORM_BITS
 
-# The numeric domains every layer shares (quantizer, golden model, compiler, RTL): one place.
+# The hardware's numeric domains, read by the golden model, the compiler and the RTL: one place.
+# The weight formats themselves (`UNIFORM_BITS`, `CODEBOOK_BITS`) are `bitlut.formats`', which
+# the quantizer shares.
 PE_KINDS = ("lut", "bitserial", "mac")
 LUT_GROUPS = (2, 3, 4, 5)                # activations per LUT table
 BITSERIAL_GROUPS = (1, 2, 4, 8, 16)      # lane width of a bit-serial dot product
-UNIFORM_BITS = tuple(range(1, 9))        # uniform codes: any width up to 8 (bit-serial, MAC)
 LUT_WEIGHT_BITS = (1, 2, 3, 4)           # uniform widths the golden LUT kernel walks as planes
-# Codebook (CLAQ) columns are 2-4 bits: a 1-bit codebook is two centroids, which uniform 1-bit
-# codes with a scale and zero express exactly, so 1-bit columns use uniform mode.
-CODEBOOK_BITS = (2, 3, 4)
 MIN_CODEBOOK_BITS = min(CODEBOOK_BITS)
 CENTROID_BITS = (8, 16)                  # fixed-point centroid widths
 ACT_BITS = (8,)

@@ -118,5 +118,5 @@ def test_energy_counts_the_events():
     c = compiled_case("lut", "uniform", 1)
     res, _ = simulate(cfg, c.program, data=False)
     e = cfg.energy
-    assert res.events["dram_byte_pj"] == res.dram_bytes
+    assert res.events["dram_bytes"] == res.dram_bytes
     assert res.energy_pj(cfg) >= res.dram_bytes * e.dram_byte_pj
