@@ -26,6 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from arch.roofline import peak_macs_per_cycle
 from bitlut.fileio import atomic_write
 
 from . import tools
@@ -234,15 +235,6 @@ def pnr(cfg, out_dir, freq_mhz=None):
     return results
 
 
-def peak_macs(cfg, bits):
-    """MAC-equivalents per cycle at `bits`-bit weights: `rows·cols·group/bits` for the
-    bit-plane kinds, `rows·cols` for the MAC array."""
-    pe = cfg.pe
-    if pe.kind == "mac":
-        return pe.rows * pe.cols
-    return pe.rows * pe.cols * pe.group / bits
-
-
 def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=print):
     """Export, lint, synthesize, place and route, and write the report. Returns the report."""
     out_dir = Path(out_dir or ROOT / "build" / "verilog" / cfg.tag)
@@ -252,7 +244,8 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
     report = {"tag": cfg.tag, "config": str(cfg.source), "kind": cfg.pe.kind,
               "clock_mhz": cfg.clock_mhz, "pe": dataclasses.asdict(cfg.pe),
               "timing": dataclasses.asdict(cfg.timing),
-              "peak_macs_per_cycle": {f"w{b}": peak_macs(cfg, b) for b in cfg.pe.weight_bits},
+              "peak_macs_per_cycle": {f"w{b}": peak_macs_per_cycle(cfg, "uniform", b)
+                                      for b in cfg.pe.weight_bits},
               "designs": {}}
     for name, path in paths.items():
         res = lint(path, name, out_dir / "lint")
@@ -361,7 +354,8 @@ def compare(out_dir=None, log=print):
         rep = build(cfg, out_dir / cfg.tag, do_pnr=False, log=log)
         for name, d in rep["designs"].items():
             rows.append({"weights": f"W{bits}A8", "kind": cfg.pe.kind, "design": name,
-                         "tag": cfg.tag, "macs_per_cycle": peak_macs(cfg, bits),
+                         "tag": cfg.tag,
+                         "macs_per_cycle": peak_macs_per_cycle(cfg, "uniform", bits),
                          **{f"{t}_{k}": v for t in TARGETS for k, v in d.get(t, {}).items()
                             if not isinstance(v, bool)}})
     keys = ("ecp5_luts", "ecp5_ffs", "xilinx_luts", "xilinx_ffs", "cmos_transistors")
