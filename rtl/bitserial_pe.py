@@ -16,9 +16,17 @@ from amaranth.hdl import Module, Mux, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .common import ShiftAccumulate, acc_shape, plane_shape
+from .common import (
+    II,
+    Pipeline,
+    PipelineComponent,
+    ShiftAccumulate,
+    acc_shape,
+    plane_shape,
+    require_kind,
+)
 
-__all__ = ["BitSerialPEArray", "bitserial_layouts"]
+__all__ = ["BitSerialPEArray", "bitserial_planes"]
 
 
 def bitserial_planes(cfg):
@@ -26,23 +34,7 @@ def bitserial_planes(cfg):
     return max(max(cfg.pe.weight_bits), cfg.pe.centroid_bits)
 
 
-def bitserial_layouts(cfg):
-    """`(beat_layout, result_layout)` of the bit-serial array for `cfg`."""
-    pe = cfg.pe
-    lanes = data.ArrayLayout(data.ArrayLayout(acc_shape(cfg), pe.cols), pe.rows)
-    beat = data.StructLayout({
-        "plane": plane_shape(bitserial_planes(cfg)),
-        "sign": 1,
-        "first": 1,
-        "last": 1,
-        "w": data.ArrayLayout(pe.group, pe.cols),
-        "x": data.ArrayLayout(data.ArrayLayout(signed(pe.act_bits), pe.group), pe.rows),
-        "psum": lanes,
-    })
-    return beat, lanes
-
-
-class BitSerialPEArray(wiring.Component):
+class BitSerialPEArray(PipelineComponent):
     """M x N bit-serial lanes, one weight bit plane per cycle, int accumulators.
 
     Parameters
@@ -60,22 +52,34 @@ class BitSerialPEArray(wiring.Component):
     o : Out(stream.Signature(result_layout))
         One beat per tile: `[M][N]` accumulators.
 
-    Timing: as `LutPEArray`: `cfg.timing.pe_ii` = 1, `cfg.timing.pe_latency` = 2.
+    Raises `ValueError` for a config whose `pe.kind` is not `bitserial`.
+
+    Timing (`pipeline_for`): as `LutPEArray` (the same `ShiftAccumulate`): one beat per cycle,
+    depth 2; the config states them as `timing.pe_ii` and `timing.pe_latency`.
     """
 
-    DEPTH = ShiftAccumulate.DEPTH
-
-    def __init__(self, cfg):
-        if cfg.pe.kind != "bitserial":
-            self._MustUse__silence = True  # not built: no unused-elaboratable warning
-            raise ValueError("`cfg.pe.kind` must be 'bitserial' for a BitSerialPEArray, "
-                             f"not {cfg.pe.kind!r}")
-        self.cfg = cfg
-        self.beat_layout, self.result_layout = bitserial_layouts(cfg)
-        super().__init__({
-            "i": In(stream.Signature(self.beat_layout)),
-            "o": Out(stream.Signature(self.result_layout)),
+    @classmethod
+    def signature_for(cls, cfg):
+        """The signature of the array built for `cfg`, without building it."""
+        require_kind(cfg, "bitserial", cls.__name__)
+        pe = cfg.pe
+        lanes = data.ArrayLayout(data.ArrayLayout(acc_shape(cfg), pe.cols), pe.rows)
+        beat = data.StructLayout({
+            "plane": plane_shape(bitserial_planes(cfg)),
+            "sign": 1,
+            "first": 1,
+            "last": 1,
+            "w": data.ArrayLayout(pe.group, pe.cols),
+            "x": data.ArrayLayout(data.ArrayLayout(signed(pe.act_bits), pe.group), pe.rows),
+            "psum": lanes,
         })
+        return wiring.Signature({"i": In(stream.Signature(beat)),
+                                 "o": Out(stream.Signature(lanes))})
+
+    @classmethod
+    def pipeline_for(cls, cfg):
+        """The array's `Pipeline`: the shift-accumulate stages, no skew, one beat per cycle."""
+        return Pipeline(depth=ShiftAccumulate.DEPTH, ii=II, latency=ShiftAccumulate.DEPTH)
 
     def elaborate(self, platform):
         m = Module()

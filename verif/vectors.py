@@ -195,7 +195,9 @@ def lut_codebook_tile(cfg, geom, rng, bits, groups=1, x_kind="random", code_kind
     return beats, _lol(_acc(cfg, psum + acc))
 
 
-def _tiles_scenario(name, tiles, port="i", ready="always", valid="always"):
+def tiles_scenario(name, tiles, port="i", ready="always", valid="always"):
+    """`tiles` (`(beats, expected)` pairs) back to back on `port`; each tile's last beat
+    completes its output."""
     items, expected, completes = [], [], []
     for beats, out in tiles:
         items += [(port, b) for b in beats]
@@ -216,7 +218,7 @@ def lut_random(cfg, geom, rng, name, n=12, ready="always", valid="always"):
             b = int(rng.choice(codebook_bits(cfg)))
             tiles.append(lut_codebook_tile(cfg, geom, rng, b, groups=int(rng.integers(1, 3)),
                                            psum_kind=str(rng.choice(["small", "big"]))))
-    return _tiles_scenario(name, tiles, ready=ready, valid=valid)
+    return tiles_scenario(name, tiles, ready=ready, valid=valid)
 
 
 def lut_corners(cfg, geom, rng, name):
@@ -235,7 +237,7 @@ def lut_corners(cfg, geom, rng, name):
             for xk in ("min", "max"):
                 tiles.append(lut_codebook_tile(cfg, geom, rng, b, 1, xk, "ones", "zero"))
                 tiles.append(lut_codebook_tile(cfg, geom, rng, b, 1, xk, "zeros", "zero"))
-    return _tiles_scenario(name, tiles)
+    return tiles_scenario(name, tiles)
 
 
 # -- the bit-serial PE array ----------------------------------------------------------------------
@@ -292,7 +294,7 @@ def bitserial_random(cfg, rng, name, n=12, ready="always", valid="always"):
         else:
             tiles.append(bitserial_tile(cfg, rng, pe.centroid_bits, True,
                                         int(rng.integers(1, 3))))
-    return _tiles_scenario(name, tiles, ready=ready, valid=valid)
+    return tiles_scenario(name, tiles, ready=ready, valid=valid)
 
 
 def bitserial_corners(cfg, rng, name):
@@ -307,7 +309,7 @@ def bitserial_corners(cfg, rng, name):
         for xk in ("min", "max"):
             for ck in ("ones", "min", "zeros"):   # −1, −2^(b−1): the sign plane alone
                 tiles.append(bitserial_tile(cfg, rng, b, True, 1, xk, ck, "zero", False))
-    return _tiles_scenario(name, tiles)
+    return tiles_scenario(name, tiles)
 
 
 # -- the MAC systolic array -----------------------------------------------------------------------
