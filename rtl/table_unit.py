@@ -16,8 +16,8 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from arch.config import MIN_CODEBOOK_BITS
 from arch.isa import Mode
+from bitlut.formats import CODEBOOK_BITS
 
 from .common import II, Pipeline, PipelineComponent, fit, require_kind
 
@@ -25,9 +25,10 @@ __all__ = ["TableUnit", "codebook_bits", "table_geometry"]
 
 
 def codebook_bits(cfg):
-    """Code widths the codebook mode supports: the config's weight widths from
-    `arch.config.MIN_CODEBOOK_BITS` up to `pe.index_bits` (1-bit weights use uniform mode)."""
-    return tuple(b for b in cfg.pe.weight_bits if MIN_CODEBOOK_BITS <= b <= cfg.pe.index_bits)
+    """Code widths the codebook mode supports: the config's weight widths that are codebook
+    widths (`bitlut.formats.CODEBOOK_BITS`; 1-bit weights use uniform mode) and fit one index
+    (at most `pe.index_bits`)."""
+    return tuple(b for b in cfg.pe.weight_bits if b in CODEBOOK_BITS and b <= cfg.pe.index_bits)
 
 
 def table_geometry(cfg):
