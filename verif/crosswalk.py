@@ -1,0 +1,75 @@
+"""`docs/units.md`, the crosswalk of units: for each RTL unit its class and file, its config kind,
+the opcodes it serves, the `cfg.timing` fields it must equal, and its tests.
+
+Generated from `rtl.units.UNITS` (a test keeps the checked-in page current); regenerate with
+`python -m verif.crosswalk`. It lives in `verif` because that is the layer that may read every
+side (arch, rtl, sim, the tests). A row is a dict of columns, so a column is one more key in
+`row` (for example the executor method, the `arch.timing` function, the cycle-model unit or the
+report key of the software side).
+"""
+
+import sys
+from pathlib import Path
+
+from arch.isa import UNIT_OF
+from rtl import units
+
+from . import test_cocotb, test_shipped, test_units
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "units.md"
+
+__all__ = ["rows", "markdown", "PAGE"]
+
+
+def _path(module):
+    return Path(module.__file__).resolve().relative_to(ROOT).as_posix()
+
+
+def _tests(name):
+    return [f"`{_path(test_units)}::{test_units.test_matches_golden.__name__}[{name}-*]`",
+            f"`{_path(test_shipped)}::{test_shipped.test_shipped_timing.__name__}[{name}]`",
+            f"`{_path(test_cocotb)}::{test_cocotb.test_cocotb.__name__}[{name}-*]`"]
+
+
+def row(unit):
+    """The crosswalk columns of one `rtl.units.Unit`, in page order."""
+    cls = unit.component
+    return {
+        "unit": f"`{unit.name}`",
+        "RTL class": f"`{cls.__module__}.{cls.__qualname__}`",
+        "file": f"`{cls.__module__.replace('.', '/')}.py`",
+        "kind": f"`{unit.kind}`",
+        "opcodes": ", ".join(f"`{op.name.lower()}`" for op in unit.opcodes),
+        "ISA unit": ", ".join(sorted({f"`{UNIT_OF[op].name.lower()}`" for op in unit.opcodes})),
+        "timing": ", ".join(f"`{key}` = {fact}" for key, fact in unit.timing),
+        "tests": "<br>".join(_tests(unit.name)),
+    }
+
+
+def rows():
+    """One `row` per unit, in table order."""
+    return [row(u) for u in units.UNITS]
+
+
+def markdown(table=None):
+    """The page for `table` (default `rows()`): a title, how it is made, one Markdown table."""
+    table = rows() if table is None else table
+    head = list(table[0])
+    out = ["# Units: RTL, ISA and tests", "",
+           "Generated from `rtl/units.py` by `python -m verif.crosswalk`; do not edit by hand.", "",
+           "One row per unit of `rtl.units.UNITS`. *timing*: the `cfg.timing` field (the cycle",
+           "model's input) that must equal the unit's pipeline as built (`pipeline_for`):",
+           "*depth* its register stages, *ii* its initiation interval (`rtl.units.check_timing`).",
+           "",
+           "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in table:
+        if list(r) != head:
+            raise ValueError(f"crosswalk row columns must be {head}, not {list(r)}")
+        out.append("| " + " | ".join(r[c] for c in head) + " |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    PAGE.write_text(markdown())
+    print(f"wrote {PAGE}", file=sys.stderr)
