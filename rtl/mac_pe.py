@@ -78,9 +78,10 @@ class MacPEArray(PipelineComponent):
 
     @classmethod
     def pipeline_for(cls, cfg):
-        """The array's `Pipeline`. Row r's activations are skewed by r registers and pass c PE
-        registers to reach column c; column c's sum is deskewed by C − 1 − c: every path crosses
-        R + C − 2 skew registers besides the `DEPTH` stages."""
+        """The array's `Pipeline`. Column c's partial sum passes c skew registers, one PE
+        register per row (R) and C − 1 − c deskew registers, then the output register (row r's
+        activations arrive in step, skewed by r and passed along by c PEs): R + C − 2 cycles of
+        skew besides the `DEPTH` stages."""
         skew = cfg.pe.rows + cfg.pe.cols - 2
         return Pipeline(depth=cls.DEPTH, ii=II, latency=cls.DEPTH + skew)
 
