@@ -162,10 +162,12 @@ class ArchConfig:
     def codebook_group(self, bits):
         """Columns of `bits`-bit codes that share one codebook-mode table: their codes together
         form one `index_bits`-wide index (2-bit columns pair up at index_bits = 4)."""
-        if not MIN_CODEBOOK_BITS <= bits <= self.pe.index_bits:
+        widest = max(CODEBOOK_BITS)
+        if bits not in CODEBOOK_BITS or bits > self.pe.index_bits:
+            hi = (f"pe.index_bits ({self.pe.index_bits})" if self.pe.index_bits <= widest
+                  else f"{widest} (the widest codebook format)")
             raise ConfigError(f"{self.source}: codebook code width must be between "
-                              f"{MIN_CODEBOOK_BITS} and pe.index_bits ({self.pe.index_bits}), "
-                              f"not {bits}")
+                              f"{MIN_CODEBOOK_BITS} and {hi}, not {bits}")
         return self.pe.index_bits // bits
 
     @property

@@ -44,8 +44,8 @@ def matmul_cycles(config, op, rows, n, kgroups, planes):
 
     LUT and bit-serial: the tiles' beats back to back, then `pe_latency` once. MAC: each fold
     occupies the array for SCALE-Sim's `2R + C + rows - 2` plus the PE's `pe_latency` (the RTL
-    loads the next fold's weights only once the array has drained; verif/test_mac_pe.py pins
-    it), so a config with `pe_latency: 0` is SCALE-Sim's ideal array."""
+    loads the next fold's weights only once the array has drained; verif/benches.py pins it on
+    the RTL), so a config with `pe_latency: 0` is SCALE-Sim's ideal array."""
     pe, t = config.pe, config.timing
     if op is Opcode.MMA:
         k = kgroups * pe.group
@@ -86,29 +86,65 @@ def vector_cycles(config, elements):
     return math.ceil(elements / t.vector_lanes) + t.vector_latency
 
 
+def dma_cycles(config, insn):
+    """A DMA instruction occupies its unit for the setup only; the transfer is the DRAM port's
+    (`dram_transfer_cycles`), after the latency."""
+    return config.timing.dma_setup
+
+
+def table_cycles(config, insn):
+    """`tbl`: one table (one token row, one group) per `table_ii`, plus the pipeline depth."""
+    t = config.timing
+    return insn.args["rows"] * insn.args["ngroups"] * t.table_ii + t.table_latency
+
+
+def table_unit_stream_cycles(config, insn):
+    """`gather` and `cbx`: `pe.cols` elements per cycle through the table unit."""
+    a = insn.args
+    elements = a["rows"] * a["cols"] if insn.op is Opcode.GATHER else a["n"] * a["cols"]
+    return math.ceil(elements / config.pe.cols) + config.timing.table_latency
+
+
+def matmul_insn_cycles(config, insn):
+    """`lmma`, `bsmm`, `mma`: `matmul_cycles` of the instruction's block."""
+    a = insn.args
+    planes = matmul_planes(config, insn.op, Mode(a["mode"]), a["bits"])
+    return matmul_cycles(config, insn.op, a["rows"], a["n"], a["kgroups"], planes)
+
+
+# The elements each vector instruction processes: (field, field) whose product they are.
+VECTOR_ELEMENTS = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
+                   Opcode.VSCALE: ("rows", "n"), Opcode.VOUT: ("rows", "count")}
+
+
+def vector_insn_cycles(config, insn):
+    """Vector instructions: `vector_cycles` of their elements."""
+    f0, f1 = VECTOR_ELEMENTS[insn.op]
+    return vector_cycles(config, insn.args[f0] * insn.args[f1])
+
+
+def dispatcher_cycles(config, insn):
+    """`nop` and `finish` are the dispatcher's: one cycle."""
+    return 1
+
+
+# The closed form that charges each opcode: one function per kind of datapath.
+CYCLES = {
+    Opcode.NOP: dispatcher_cycles, Opcode.FINISH: dispatcher_cycles,
+    Opcode.LOAD: dma_cycles, Opcode.STORE: dma_cycles,
+    Opcode.TBL: table_cycles,
+    Opcode.GATHER: table_unit_stream_cycles, Opcode.CBX: table_unit_stream_cycles,
+    Opcode.LMMA: matmul_insn_cycles, Opcode.BSMM: matmul_insn_cycles,
+    Opcode.MMA: matmul_insn_cycles,
+    Opcode.VSUM: vector_insn_cycles, Opcode.VDEQ: vector_insn_cycles,
+    Opcode.VSCALE: vector_insn_cycles, Opcode.VOUT: vector_insn_cycles,
+}
+
+
 def unit_cycles(config, insn):
     """Cycles the instruction occupies its unit (DMA: the setup only; the transfer is the DRAM
     port's, see `dram_transfer_cycles`)."""
-    a, t, pe = insn.args, config.timing, config.pe
-    op = insn.op
-    if op in (Opcode.LOAD, Opcode.STORE):
-        return t.dma_setup
-    if op is Opcode.TBL:
-        return a["rows"] * a["ngroups"] * t.table_ii + t.table_latency
-    if op is Opcode.GATHER:
-        return math.ceil(a["rows"] * a["cols"] / pe.cols) + t.table_latency
-    if op is Opcode.CBX:
-        return math.ceil(a["n"] * a["cols"] / pe.cols) + t.table_latency
-    if op in (Opcode.LMMA, Opcode.BSMM, Opcode.MMA):
-        planes = matmul_planes(config, op, Mode(a["mode"]), a["bits"])
-        return matmul_cycles(config, op, a["rows"], a["n"], a["kgroups"], planes)
-    if op is Opcode.VSUM:
-        return vector_cycles(config, a["rows"] * a["cols"])
-    if op in (Opcode.VDEQ, Opcode.VSCALE):
-        return vector_cycles(config, a["rows"] * a["n"])
-    if op is Opcode.VOUT:
-        return vector_cycles(config, a["rows"] * a["count"])
-    return 1                                         # nop, finish
+    return CYCLES[insn.op](config, insn)
 
 
 def events(config, insn):
@@ -131,11 +167,9 @@ def events(config, insn):
         ev[MATMUL_COUNTER[op]] = matmul_count(config, op, a["rows"], a["n"], a["kgroups"],
                                               planes)
         ev["sram_bytes"] = 4 * a["rows"] * a["n"]
-    elif op in (Opcode.VSUM, Opcode.VDEQ, Opcode.VSCALE, Opcode.VOUT, Opcode.GATHER,
-                Opcode.CBX):
-        count = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
-                 Opcode.VSCALE: ("rows", "n"), Opcode.VOUT: ("rows", "count"),
-                 Opcode.GATHER: ("rows", "cols"), Opcode.CBX: ("n", "cols")}[op]
+    elif op in VECTOR_ELEMENTS or op in (Opcode.GATHER, Opcode.CBX):
+        count = VECTOR_ELEMENTS.get(op) or {Opcode.GATHER: ("rows", "cols"),
+                                            Opcode.CBX: ("n", "cols")}[op]
         elements = a[count[0]] * a[count[1]]
         ev["vector_ops"] = elements
         ev["sram_bytes"] = 4 * elements

@@ -24,7 +24,13 @@ def run(args):
     from arch import config
     from rtl import verilog
 
+    from rtl import units
+
     cfg = config.load(args.arch)
+    errors = units.timing_errors(cfg)
+    if errors:
+        # the cycle model would time another machine than the one this Verilog describes
+        raise UserError(f"{cfg.source}: {errors[0]}")
     report = verilog.build(cfg, args.out, do_synth=not args.no_synth,
                            do_pnr=not (args.no_pnr or args.no_synth))
     if args.compare:

@@ -1,5 +1,8 @@
 """`docs/units.md`, the crosswalk of units: for each RTL unit its class and file, its config kind,
-the opcodes it serves, the `cfg.timing` fields it must equal, and its tests.
+the opcodes it serves, the `cfg.timing` fields it must equal, and its tests; then the software
+side of the same opcodes: the functional executor's method, the `arch.timing` closed form, the
+cycle model's unit process and the report key. Opcodes that no RTL unit serves yet get one row
+per ISA unit, so the page shows what the RTL still lacks.
 
 Generated from `rtl.units.UNITS` (a test keeps the checked-in page current); regenerate with
 `python -m verif.crosswalk`. It lives in `verif` because that is the layer that may read every
@@ -11,8 +14,10 @@ report key of the software side).
 import sys
 from pathlib import Path
 
-from arch.isa import UNIT_OF
+from arch import timing
+from arch.isa import UNIT_OF, Opcode
 from rtl import units
+from sim.executor import Executor
 
 from . import test_cocotb, test_shipped, test_units
 
@@ -32,6 +37,22 @@ def _tests(name):
             f"`{_path(test_cocotb)}::{test_cocotb.test_cocotb.__name__}[{name}-*]`"]
 
 
+def _software(opcodes):
+    """The software columns of `opcodes`: executor method, closed form, cycle-model unit and
+    report key (the cycle model has one process per ISA unit, named as the report's key)."""
+    isa_units = sorted({UNIT_OF[op].name.lower() for op in opcodes})
+    for op in opcodes:
+        getattr(Executor, f"_{op.name.lower()}")          # every opcode has its method
+    return {
+        "ISA unit": ", ".join(f"`{u}`" for u in isa_units),
+        "executor": ", ".join(f"`Executor._{op.name.lower()}`" for op in opcodes),
+        "closed form": ", ".join(sorted({f"`arch.timing.{timing.CYCLES[op].__name__}`"
+                                         for op in opcodes})),
+        "cycle model": ", ".join(f"`sim.cycle` `_unit({u})`" for u in isa_units),
+        "report key": ", ".join(f"`units.{u}`" for u in isa_units),
+    }
+
+
 def row(unit):
     """The crosswalk columns of one `rtl.units.Unit`, in page order."""
     cls = unit.component
@@ -41,22 +62,34 @@ def row(unit):
         "file": f"`{cls.__module__.replace('.', '/')}.py`",
         "kind": f"`{unit.kind}`",
         "opcodes": ", ".join(f"`{op.name.lower()}`" for op in unit.opcodes),
-        "ISA unit": ", ".join(sorted({f"`{UNIT_OF[op].name.lower()}`" for op in unit.opcodes})),
         "timing": ", ".join(f"`{key}` = {fact}" for key, fact in unit.timing),
         "tests": "<br>".join(_tests(unit.name)),
-    }
+    } | _software(unit.opcodes)
+
+
+def missing_rows():
+    """One row per ISA unit for the opcodes no RTL unit serves yet."""
+    served = {op for u in units.UNITS for op in u.opcodes}
+    out = []
+    for isa_unit in sorted({u for u in UNIT_OF.values() if u is not None}, key=lambda u: u.value):
+        ops = tuple(op for op in Opcode if UNIT_OF[op] is isa_unit and op not in served)
+        if ops:
+            out.append({"unit": "(not built)", "RTL class": "the core (issue 10)", "file": "",
+                        "kind": "all", "opcodes": ", ".join(f"`{op.name.lower()}`" for op in ops),
+                        "timing": "", "tests": ""} | _software(ops))
+    return out
 
 
 def rows():
-    """One `row` per unit, in table order."""
-    return [row(u) for u in units.UNITS]
+    """One `row` per unit, in table order, then the opcodes without RTL."""
+    return [row(u) for u in units.UNITS] + missing_rows()
 
 
 def markdown(table=None):
     """The page for `table` (default `rows()`): a title, how it is made, one Markdown table."""
     table = rows() if table is None else table
     head = list(table[0])
-    out = ["# Units: RTL, ISA and tests", "",
+    out = ["# Units: RTL, ISA, software and tests", "",
            "Generated from `rtl/units.py` by `python -m verif.crosswalk`; do not edit by hand.", "",
            "One row per unit of `rtl.units.UNITS`. *timing*: the `cfg.timing` field (the cycle",
            "model's input) that must equal the unit's pipeline as built (`pipeline_for`):",

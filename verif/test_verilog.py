@@ -68,3 +68,16 @@ def test_synthesis_report_on_a_tiny_array(tmp_path):
     assert ecp5["dsps"] == 4, ecp5             # one multiplier per PE
     assert ecp5["ffs"] > 0 and cmos["transistors"] > 0 and cmos["exact"], (ecp5, cmos)
     assert "| mac_pe | clean |" in (tmp_path / "report.md").read_text()
+
+
+def test_verilog_command_refuses_timing_the_rtl_does_not_have(tmp_path, capsys):
+    # The cycle model reads `timing.pe_latency`; Verilog of a machine with another pipeline
+    # would make every cycle count it reports wrong, so the command stops at the config.
+    raw = yaml.safe_load((config.CONFIG_DIR / "mac.yaml").read_text())
+    raw.setdefault("timing", {})["pe_latency"] = 0
+    path = tmp_path / "mac_wrong.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["verilog", "--arch", str(path), "-o", str(tmp_path / "v"), "--no-synth"]) == 2
+    err = capsys.readouterr().err
+    assert "`timing.pe_latency` must be 2, the pipeline depth in cycles of the MacPEArray" in err
+    assert "not 0" in err and not (tmp_path / "v").exists()
