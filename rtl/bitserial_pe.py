@@ -17,10 +17,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import (
-    II,
-    Pipeline,
-    PipelineComponent,
     ShiftAccumulate,
+    ShiftAccumulateArray,
     acc_shape,
     plane_shape,
     require_kind,
@@ -34,7 +32,7 @@ def bitserial_planes(cfg):
     return max(max(cfg.pe.weight_bits), cfg.pe.centroid_bits)
 
 
-class BitSerialPEArray(PipelineComponent):
+class BitSerialPEArray(ShiftAccumulateArray):
     """M x N bit-serial lanes, one weight bit plane per cycle, int accumulators.
 
     Parameters
@@ -75,11 +73,6 @@ class BitSerialPEArray(PipelineComponent):
         })
         return wiring.Signature({"i": In(stream.Signature(beat)),
                                  "o": Out(stream.Signature(lanes))})
-
-    @classmethod
-    def pipeline_for(cls, cfg):
-        """The array's `Pipeline`: the shift-accumulate stages, no skew, one beat per cycle."""
-        return Pipeline(depth=ShiftAccumulate.DEPTH, ii=II, latency=ShiftAccumulate.DEPTH)
 
     def elaborate(self, platform):
         m = Module()

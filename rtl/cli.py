@@ -22,9 +22,7 @@ def register(sub):
 
 def run(args):
     from arch import config
-    from rtl import verilog
-
-    from rtl import units
+    from rtl import units, verilog
 
     cfg = config.load(args.arch)
     errors = units.timing_errors(cfg)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from amaranth.hdl import Mux, Shape, Signal, signed
 from amaranth.lib import wiring
 
-__all__ = ["II", "Pipeline", "PipelineComponent", "ShiftAccumulate", "acc_shape", "fit",
+__all__ = ["II", "Pipeline", "PipelineComponent", "ShiftAccumulate", "ShiftAccumulateArray",
+           "acc_shape", "fit",
            "plane_shape", "require_kind"]
 
 #: Initiation interval of every unit: all registers move with `advance` and `i.ready = advance`,
@@ -145,3 +146,12 @@ class ShiftAccumulate:
                             m.d.sync += o.payload[r][c].eq(total)
                         with m.Else():
                             m.d.sync += acc[r][c].eq(total)
+
+
+class ShiftAccumulateArray(PipelineComponent):
+    """A PE array whose back half is `ShiftAccumulate` (`lut`, `bitserial`): its pipeline is that
+    of the shift-accumulate stages, with no skew and one beat per cycle."""
+
+    @classmethod
+    def pipeline_for(cls, cfg):
+        return Pipeline(depth=ShiftAccumulate.DEPTH, ii=II, latency=ShiftAccumulate.DEPTH)

@@ -26,10 +26,8 @@ from amaranth.lib.wiring import In, Out
 from arch.isa import Mode
 
 from .common import (
-    II,
-    Pipeline,
-    PipelineComponent,
     ShiftAccumulate,
+    ShiftAccumulateArray,
     acc_shape,
     plane_shape,
     require_kind,
@@ -39,7 +37,7 @@ from .table_unit import table_geometry
 __all__ = ["LutPEArray"]
 
 
-class LutPEArray(PipelineComponent):
+class LutPEArray(ShiftAccumulateArray):
     """M x N LUT lanes with int accumulators, one bit plane (or codebook lookup) per cycle.
 
     Parameters
@@ -84,11 +82,6 @@ class LutPEArray(PipelineComponent):
         })
         return wiring.Signature({"i": In(stream.Signature(beat)),
                                  "o": Out(stream.Signature(lanes))})
-
-    @classmethod
-    def pipeline_for(cls, cfg):
-        """The array's `Pipeline`: the shift-accumulate stages, no skew, one beat per cycle."""
-        return Pipeline(depth=ShiftAccumulate.DEPTH, ii=II, latency=ShiftAccumulate.DEPTH)
 
     def elaborate(self, platform):
         m = Module()
