@@ -144,7 +144,7 @@ def _round_pack(m, sign, exp, sig, *, tiny=True):
     up = guard & (sticky | mant[0])
     # Exponent and fraction as one integer: (exp - 1) * 2^23 + mant counts the hidden bit into
     # the exponent field, so a carry out of the fraction increments the exponent (up to inf).
-    packed = (((exp - 1) << 23) + mant + up)[:31]
+    packed = ((exp - 1).shift_left(23) + mant + up)[:31]
     return Cat(Mux(exp >= _EXP_MAX, _INF, packed), sign)
 
 
@@ -429,5 +429,5 @@ class F16ToF32(_Pipeline):
         top = x.exp == 0x1F
         nan = top & (x.frac != 0)
         exp = Mux(top, _EXP_MAX, Mux(subnormal, sub_exp, Mux(x.exp == 0, 0, x.exp + 112)))
-        frac = Cat(Const(0, 13), Mux(subnormal, sub_frac, x.frac | (nan << 9)))
+        frac = Cat(Const(0, 13), Mux(subnormal, sub_frac, x.frac | nan.shift_left(9)))
         return {"result": Cat(frac, exp[:8], x.sign)}
