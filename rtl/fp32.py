@@ -29,7 +29,8 @@ becoming the least normal, the largest finite becoming infinity).
 
 NaN results are the default quiet NaN `QNAN` (0x7fc00000), whatever the inputs' payloads (numpy
 on x86 returns the first NaN operand quieted, or 0xffc00000 for an invalid operation; only
-"is a NaN" is the contract). `F16ToF32` keeps a NaN's sign and payload and sets the quiet bit.
+"is a NaN" is the contract). `F16ToF32` is bit-exact with numpy on every word, NaNs included:
+a NaN keeps its sign and payload (shifted up 13 bits), unquieted, as numpy's own conversion does.
 """
 
 from types import SimpleNamespace
@@ -66,7 +67,8 @@ def _wire(m, value, name):
 def leading_zeros(m, value):
     """The number of leading zero bits of `value` (`len(value)` when it is zero): a binary tree
     of priority decisions, `log2` levels deep, over `value` padded with zeros at the bottom to a
-    power of two (the padding never counts, as the all-zero case is a separate output)."""
+    power of two (the padding never counts, as the all-zero case is a separate output). Its
+    signals are added to the module `m`."""
     width = len(value)
     size = 1 << max(width - 1, 1).bit_length()
     padded = Cat(Const(0, size - width), value)
@@ -88,7 +90,8 @@ def leading_zeros(m, value):
 def shift_right_sticky(m, value, amount):
     """`value >> amount` with every bit shifted out ORed into bit 0 (the sticky bit), so the
     result still tells "exact" from "something was lost"; a logarithmic shifter, one stage per
-    bit of `amount`. Amounts of `len(value)` or more leave only the sticky bit."""
+    bit of `amount`, its signals added to the module `m`. Amounts of `len(value)` or more
+    leave only the sticky bit."""
     width = len(value)
     value = _wire(m, value, "srs_in")
     for bit in range(len(amount)):
@@ -399,8 +402,8 @@ class F16ToF32(_Pipeline):
     """Binary16 to binary32, exact (numpy `astype(np.float32)` of a `float16`).
 
     One stage: subnormal fp16 values (f * 2^-24) are normalized with a leading zero count of
-    their 10-bit fraction; infinities stay infinities, NaNs keep sign and payload and are made
-    quiet. `latency` is 1.
+    their 10-bit fraction; infinities stay infinities, NaNs keep sign and payload (a signalling
+    NaN stays signalling, as in numpy; `FMul` and `FAdd` treat every NaN alike). `latency` is 1.
 
     Members
     -------
@@ -427,7 +430,6 @@ class F16ToF32(_Pipeline):
         sub_exp = (_BIAS - 15 - count)[:8]
         subnormal = (x.exp == 0) & (x.frac != 0)
         top = x.exp == 0x1F
-        nan = top & (x.frac != 0)
         exp = Mux(top, _EXP_MAX, Mux(subnormal, sub_exp, Mux(x.exp == 0, 0, x.exp + 112)))
-        frac = Cat(Const(0, 13), Mux(subnormal, sub_frac, x.frac | nan.shift_left(9)))
+        frac = Cat(Const(0, 13), Mux(subnormal, sub_frac, x.frac))
         return {"result": Cat(frac, exp[:8], x.sign)}
