@@ -81,6 +81,7 @@ class Timing:
     vector_lanes: int = 16       # elements per cycle of the vector unit
     vector_latency: int = 4      # vector unit pipeline depth (fp32 multiply-add)
     dma_setup: int = 4           # cycles to issue one DMA command
+    dispatch_latency: int = 1    # cycles from dispatch into a unit queue to the earliest start
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ def validate(cfg):
             _fail(src, f"energy.{f.name}", "zero or positive", getattr(cfg.energy, f.name))
     for f in dataclasses.fields(Timing):
         value = getattr(cfg.timing, f.name)
-        if f.name in ("pe_ii", "table_ii", "vector_lanes"):
+        if f.name in ("pe_ii", "table_ii", "vector_lanes", "dma_setup", "dispatch_latency"):
             positive(f"timing.{f.name}", value)
         elif value < 0:
             _fail(src, f"timing.{f.name}", "zero or positive", value)

@@ -50,7 +50,7 @@ F16 = data.StructLayout({"frac": 10, "exp": 5, "sign": 1})
 QNAN = 0x7FC0_0000
 
 _BIAS = 127
-_EXP_MAX = 255  # the all-ones exponent field: infinities and NaNs
+_EXP_MAX = 255  # the all-ones exponent field: infinities and NaNs (not an ISA field)
 _INF = _EXP_MAX << 23
 #: Width of the significand the rounding back end takes: 24 result bits, guard, sticky.
 _SIG = 26

@@ -19,7 +19,7 @@ each blocked unit and instruction, never a hang.
 """
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import simpy
@@ -31,7 +31,6 @@ from bitlut.fileio import atomic_write
 from sim.executor import Executor
 
 UNITS = tuple(Unit)
-_STOP = object()
 
 
 class SimDeadlock(UserError):
@@ -84,12 +83,27 @@ class SimResult:
         }
 
 
+# Within one cycle t the model works in phases, so that same-cycle interactions have one order
+# whatever order SimPy runs its processes in: at t a unit starts an instruction (pops its queue
+# head and the tokens it waits for); at t + PUSH a unit at the end of an instruction pushes its
+# signals and the dispatcher writes a queue, both seeing the pops of cycle t (a full queue or
+# token counter accepts in the cycle its head leaves) and both visible from t + 1 on, as
+# registered counters are. DMA requests reach the DRAM port in phase ISSUE[unit] (a load before
+# a store issued in the same cycle).
+PUSH = 0.5
+ISSUE = {Unit.LOAD: 0.625, Unit.STORE: 0.75}
+
+
 class CycleModel:
-    """Simulate `program` on `config`.
+    """Simulate `program` on `config`, cycle for cycle as the RTL core runs it (docs/core.md).
 
     `data`: also compute the outputs (through the functional executor); `trace`: record a
     Chrome/Perfetto trace (one track per unit); `unlimited_bandwidth`: DRAM transfers take no
-    time and have no latency (compute-only timing, as SCALE-Sim's CALC mode)."""
+    time and have no latency (compute-only timing, as SCALE-Sim's CALC mode).
+
+    Members: `log` {insn index: {"dispatch", "start", "end", ("retire")}}: the cycle each
+    instruction was dispatched, started, and left its unit (DMA: retired, its last transfer
+    cycle), the events the RTL trace records too."""
 
     def __init__(self, config, program, data=True, trace=False, unlimited_bandwidth=False):
         self.cfg = config
@@ -99,113 +113,195 @@ class CycleModel:
         self.data = data
         self.unlimited = unlimited_bandwidth
         self.env = simpy.Environment()
-        env = self.env
-        self.queues = {u: simpy.Store(env, capacity=config.queues.insn_depth) for u in UNITS}
-        self.tokens = {(a, b): simpy.Store(env, capacity=config.queues.token_depth)
-                       for a in UNITS for b in UNITS if a != b}
-        self.dram = simpy.Resource(env, capacity=1)
+        self.queues = {u: deque() for u in UNITS}        # (insn, visible from cycle)
+        self.tokens = Counter()                          # (producer, consumer) -> count
+        self.inflight = {u: deque() for u in UNITS}      # DMA requests not yet retired
+        self._wake = {}                                  # process key -> event it sleeps on
+        self.port_free = 0                               # first cycle the DRAM port is free
         self.counters = {u: UnitCounters() for u in UNITS}
         self.state = {}                       # unit -> text of what it is blocked on
         self.events = Counter()
         self.dram_bytes = 0
         self.dram_busy = 0
+        self.log = {}
         self.trace = [] if trace else None
+        self.dispatched = False
+        self.dispatch_end = 0
+
+    # -- waiting for a change -------------------------------------------------------------------
+    def _sleep(self, key):
+        ev = self.env.event()
+        self._wake[key] = ev
+        return ev
+
+    def _notify(self, key):
+        ev = self._wake.pop(key, None)
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def _align(self, phase):
+        """Wait for the next time whose fractional part is `phase` (now included)."""
+        now = self.env.now
+        t = int(now) + phase
+        if t < now:
+            t += 1
+        return self.env.timeout(t - now)
 
     # -- processes --------------------------------------------------------------------------
     def _dispatch(self):
+        env, depth = self.env, self.cfg.queues.insn_depth
+        latency = self.cfg.timing.dispatch_latency
         for i, insn in enumerate(self.insns):
             if insn.op is Opcode.NOP:
-                yield self.env.timeout(1)
+                yield env.timeout(1)
                 continue
             if insn.op is Opcode.FINISH:
                 break
-            self.state["dispatch"] = f"insn {i} ({insn.op.name.lower()}) waits for room in " \
-                                     f"the {insn.unit.name.lower()} queue"
-            yield self.queues[insn.unit].put(i)
+            q = self.queues[insn.unit]
+            yield self._align(PUSH)
+            while len(q) >= depth:
+                self.state["dispatch"] = f"insn {i} ({insn.op.name.lower()}) waits for room " \
+                                         f"in the {insn.unit.name.lower()} queue"
+                yield self._sleep("dispatch")
+                yield self._align(PUSH)
             self.state.pop("dispatch", None)
-            yield self.env.timeout(1)          # one instruction dispatched per cycle
+            d = int(env.now)
+            q.append((i, d + latency))
+            self.log[i] = {"dispatch": d}
+            self._notify(insn.unit)
+            yield env.timeout(1 - PUSH)        # one instruction dispatched per cycle
+        self.dispatched = True
+        self.dispatch_end = int(env.now + 1 - PUSH) if env.now % 1 else int(env.now)
         for u in UNITS:
-            yield self.queues[u].put(_STOP)
+            self._notify(u)
+
+    def _missing(self, unit, insn):
+        """What keeps `insn` from starting on `unit` now: (counter name, text) or None."""
+        for u in UNITS:
+            if insn.wait >> u.value & 1 and self.tokens[(u, unit)] == 0:
+                return (f"token:{u.name.lower()}", f"waits for a token from {u.name.lower()}")
+        if unit in (Unit.LOAD, Unit.STORE) and \
+                len(self.inflight[unit]) >= self.cfg.dram.outstanding:
+            return ("dma_slot", "waits for a DMA slot")
+        return None
+
+    def _full(self, unit, insn):
+        """The first unit whose token counter from `unit` has no room for `insn`'s signal."""
+        depth = self.cfg.queues.token_depth
+        for u in UNITS:
+            if insn.signal >> u.value & 1 and self.tokens[(unit, u)] >= depth:
+                return u
+        return None
 
     def _unit(self, unit):
         env, c = self.env, self.counters[unit]
+        q = self.queues[unit]
         dma = unit in (Unit.LOAD, Unit.STORE)
-        slots = simpy.Resource(env, capacity=self.cfg.dram.outstanding) if dma else None
-        last_done = None
         while True:
             t0 = env.now
-            i = yield self.queues[unit].get()
-            c.idle += env.now - t0
-            if i is _STOP:
+            while not q and not self.dispatched:
+                yield self._sleep(unit)
+            if not q:
                 break
+            i, visible = q[0]
+            if visible > env.now:
+                yield env.timeout(visible - env.now)
+            yield self._align(0)
+            c.idle += env.now - t0
             insn = self.insns[i]
             name = insn.op.name.lower()
+            while True:
+                why = self._missing(unit, insn)
+                if why is None:
+                    break
+                self.state[unit] = f"insn {i} ({name}) {why[1]}"
+                t0 = env.now
+                yield self._sleep(unit)
+                yield self._align(0)
+                if why[0] == "dma_slot":
+                    c.wait_dma_slot += env.now - t0
+                else:
+                    c.wait_token[why[0].split(":")[1]] += env.now - t0
+            self.state.pop(unit, None)
+            # start: the queue head and the waited tokens leave in this cycle
+            start = int(env.now)
+            q.popleft()
+            self._notify("dispatch")
             for u in UNITS:
                 if insn.wait >> u.value & 1:
-                    self.state[unit] = f"insn {i} ({name}) waits for a token from " \
-                                       f"{u.name.lower()}"
-                    t0 = env.now
-                    yield self.tokens[(u, unit)].get()
-                    c.wait_token[u.name.lower()] += env.now - t0
-            self.state.pop(unit, None)
-            start = env.now
+                    self.tokens[(u, unit)] -= 1
+                    self._notify(("push", u))
+            self.log[i]["start"] = start
             if self.data:
                 self.executor.execute(i, insn)
             for k, v in timing.events(self.cfg, insn).items():
                 self.events[k] += v
             c.insns += 1
             busy = timing.unit_cycles(self.cfg, insn)
+            c.busy += busy
             if dma:
-                t0 = env.now
-                req = slots.request()
-                yield req
-                c.wait_dma_slot += env.now - t0
-                yield env.timeout(busy)
-                c.busy += busy
-                done = env.event()
-                env.process(self._transfer(unit, i, insn, req, slots, last_done, done))
-                last_done = done
-                self._record(unit, name, i, start, env.now - start)
+                req = {"i": i, "insn": insn, "retired": env.event()}
+                self.inflight[unit].append(req)
+                yield env.timeout(busy - 1 + ISSUE[unit])
+                env.process(self._transfer(unit, req, start + busy))
+                yield self._align(0)
             else:
-                yield env.timeout(busy)
-                c.busy += busy
-                self._record(unit, name, i, start, busy)
-                yield from self._signal(unit, i, insn)
-        if last_done is not None:
-            yield last_done
+                yield env.timeout(busy - 1 + PUSH)
+                yield from self._push(unit, i, insn)
+                yield env.timeout(1 - PUSH)
+            self.log[i]["end"] = int(env.now)
+            self._record(unit, name, i, start, int(env.now) - start)
 
-    def _transfer(self, unit, i, insn, req, slots, previous, done):
-        """One DMA request in flight: latency, the DRAM port for its bursts, then in-order
-        completion and its signals."""
+    def _push(self, unit, i, insn):
+        """Push `insn`'s signals in the first push phase (now or later) with room for all."""
         env, c = self.env, self.counters[unit]
-        a = insn.args
-        nbytes = timing.dram_bytes(self.cfg, a["rows"], a["row_bytes"])
-        self.dram_bytes += nbytes
-        if not self.unlimited:
-            yield env.timeout(self.cfg.dram_latency_cycles)
+        while True:
+            full = self._full(unit, insn)
+            if full is None:
+                break
+            self.state[unit] = f"insn {i} ({insn.op.name.lower()}) waits for room in the " \
+                               f"token counter to {full.name.lower()}"
             t0 = env.now
-            with self.dram.request() as port:
-                yield port
-                c.wait_dram += env.now - t0
-                cycles = timing.dram_transfer_cycles(self.cfg, nbytes)
-                yield env.timeout(cycles)
-                self.dram_busy += cycles
-        if previous is not None and not previous.triggered:
-            yield previous
-        slots.release(req)
-        yield from self._signal(unit, i, insn)
-        done.succeed()
-
-    def _signal(self, unit, i, insn):
-        env, c = self.env, self.counters[unit]
+            yield self._sleep(("push", unit))
+            yield self._align(PUSH)
+            c.full_token[full.name.lower()] += env.now - t0
+        self.state.pop(unit, None)
         for u in UNITS:
             if insn.signal >> u.value & 1:
-                self.state[unit] = f"insn {i} ({insn.op.name.lower()}) waits for room in the " \
-                                   f"token FIFO to {u.name.lower()}"
-                t0 = env.now
-                yield self.tokens[(unit, u)].put(i)
-                c.full_token[u.name.lower()] += env.now - t0
-                self.state.pop(unit, None)
+                self.tokens[(unit, u)] += 1
+                self._notify(u)
+
+    def _transfer(self, unit, req, t0):
+        """One DMA request from cycle `t0`: the DRAM latency, the port (first come, first
+        served) for its bursts, then retirement in order: the slot frees and the signals push
+        in the last transfer cycle (or the first after it with room for them)."""
+        env, c = self.env, self.counters[unit]
+        a = req["insn"].args
+        nbytes = timing.dram_bytes(self.cfg, a["rows"], a["row_bytes"])
+        self.dram_bytes += nbytes
+        if self.unlimited:
+            last = t0 - 1
+        else:
+            arrive = t0 + self.cfg.dram_latency_cycles
+            begin = max(arrive, self.port_free)
+            cycles = timing.dram_transfer_cycles(self.cfg, nbytes)
+            self.port_free = begin + cycles
+            self.dram_busy += cycles
+            c.wait_dram += begin - arrive
+            last = begin + cycles - 1
+        if last + PUSH > env.now:
+            yield env.timeout(last + PUSH - env.now)
+        else:
+            yield self._align(PUSH)
+        q = self.inflight[unit]
+        while q[0] is not req:                 # in order, one a cycle: the older ones first
+            yield q[0]["retired"]
+            yield env.timeout(1)
+        yield from self._push(unit, req["i"], req["insn"])
+        q.popleft()
+        self.log[req["i"]]["retire"] = int(env.now)
+        req["retired"].succeed()
+        self._notify(unit)                     # a slot is free from the next cycle
 
     def _record(self, unit, name, i, start, dur):
         if self.trace is not None:
@@ -219,16 +315,19 @@ class CycleModel:
         procs = [env.process(self._unit(u)) for u in UNITS]
         dispatch = env.process(self._dispatch())
         env.run()
-        if not dispatch.triggered or not all(p.triggered for p in procs):
+        busy = any(self.inflight[u] for u in UNITS) or any(self.queues[u] for u in UNITS)
+        if not dispatch.triggered or not all(p.triggered for p in procs) or busy:
             blocked = [f"{k if isinstance(k, str) else k.name.lower()}: {v}"
                        for k, v in self.state.items()]
-            raise SimDeadlock(f"deadlock at cycle {env.now}: " + "; ".join(blocked))
-        left = {k: len(s.items) for k, s in self.tokens.items() if s.items}
+            raise SimDeadlock(f"deadlock at cycle {int(env.now)}: " + "; ".join(blocked))
+        left = {k: v for k, v in self.tokens.items() if v}
         if left:
             desc = ", ".join(f"{a.name.lower()}->{b.name.lower()}: {v}"
                              for (a, b), v in left.items())
             raise SimDeadlock(f"token FIFOs must be empty at finish, not holding {desc}")
-        total = env.now
+        # the first cycle in which every unit is idle and every request retired
+        total = max([self.dispatch_end] + [max(e["end"], e.get("retire", -1) + 1)
+                                           for e in self.log.values()])
         for c in self.counters.values():
             # time after a unit's last instruction until the end counts as idle
             c.idle = total - c.busy - sum(c.wait_token.values()) - sum(c.full_token.values()) \
