@@ -118,9 +118,14 @@ VECTOR_ELEMENTS = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
 
 
 def vector_insn_cycles(config, insn):
-    """Vector instructions: `vector_cycles` of their elements."""
+    """Vector instructions: `vector_cycles` of their elements; `vsum` walks its rows one after
+    another, `vector_lanes` activations a cycle (a row's last chunk may be partial), as the RTL
+    core's vector unit does."""
+    a, t = insn.args, config.timing
+    if insn.op is Opcode.VSUM:
+        return a["rows"] * math.ceil(a["cols"] / t.vector_lanes) + t.vector_latency
     f0, f1 = VECTOR_ELEMENTS[insn.op]
-    return vector_cycles(config, insn.args[f0] * insn.args[f1])
+    return vector_cycles(config, a[f0] * a[f1])
 
 
 def dispatcher_cycles(config, insn):

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Mux, Shape, Signal, signed
 from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 __all__ = ["II", "Pipeline", "PipelineComponent", "ShiftAccumulate", "ShiftAccumulateArray",
-           "acc_shape", "fit",
-           "plane_shape", "require_kind"]
+           "acc_shape", "fit", "plane_shape", "require_kind", "valid_signature"]
 
 #: Initiation interval of every unit: all registers move with `advance` and `i.ready = advance`,
 #: so with a ready sink a unit accepts one beat per cycle.
@@ -155,3 +155,11 @@ class ShiftAccumulateArray(PipelineComponent):
     @classmethod
     def pipeline_for(cls, cfg):
         return Pipeline(depth=ShiftAccumulate.DEPTH, ii=II, latency=ShiftAccumulate.DEPTH)
+
+
+def valid_signature(payload_shape):
+    """A beat without back-pressure: `payload` and `valid`, the members of a
+    `stream.Signature` less `ready`, so a stream's valid and payload wire straight to it. (A
+    `stream.Signature(always_ready=True)` would be the same contract, but its constant `ready`
+    cannot be a port of `verilog.convert` in Amaranth 0.5.)"""
+    return wiring.Signature({"payload": Out(payload_shape), "valid": Out(1)})

@@ -39,8 +39,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .common import valid_signature
+
 __all__ = ["F16", "F32", "QNAN", "FAdd", "FMul", "F16ToF32", "IntToF32",
-           "leading_zeros", "shift_right_sticky", "valid_signature"]
+           "leading_zeros", "shift_right_sticky"]
 
 #: An IEEE 754 binary32 word; fields from the least significant bit, as in memory.
 F32 = data.StructLayout({"frac": 23, "exp": 8, "sign": 1})
@@ -156,14 +158,6 @@ def _select(result, sign, *, nan, inf, zero):
     return Mux(nan, QNAN,
                Mux(inf, Cat(Const(_INF, 31), sign),
                    Mux(zero, Cat(Const(0, 31), sign), result)))
-
-
-def valid_signature(payload_shape):
-    """A beat without back-pressure: `payload` and `valid`, the members of a
-    `stream.Signature` less `ready`, so a stream's valid and payload wire straight to it. (A
-    `stream.Signature(always_ready=True)` would be the same contract, but its constant `ready`
-    cannot be a port of `verilog.convert` in Amaranth 0.5.)"""
-    return wiring.Signature({"payload": Out(payload_shape), "valid": Out(1)})
 
 
 class _Pipeline(wiring.Component):

@@ -1,0 +1,116 @@
+"""A byte-addressed scratchpad with unaligned wide ports, built from two banks of block RAM.
+
+The ISA addresses scratchpads in bytes and the compiler aligns regions only to 16 bytes, while
+the ports are wider (a DMA beat is one DRAM burst). So the scratchpad stores `word`-byte words in
+two banks, even words in one and odd words in the other: an access of up to `word` bytes at any
+byte address touches at most the two consecutive words `a // word` and `a // word + 1`, which lie
+in different banks. A read reads both banks and rotates the pair by the byte offset; a write
+rotates its bytes into the pair and writes each bank with byte enables. Each bank is one
+`amaranth.lib.memory.Memory` with synchronous read ports, which Yosys maps to block RAM.
+
+Timing: a read presented in cycle t (`en`) returns its bytes in cycle t + 1 (`LATENCY`); a write
+presented in cycle t is visible to a read presented in cycle t + 1.
+
+Ports are added before elaboration (as `Memory.read_port` does): `read_port(nbytes)` and
+`write_port(nbytes)` return objects whose signals the caller drives:
+
+- read port: `addr` (byte address), `en`; `data` (`nbytes` bytes, little-endian) one cycle later.
+- write port: `addr`, `data` (`nbytes` bytes, byte 0 at `addr`), `count` (bytes to write, from
+  byte 0 of `data`; 0 writes nothing).
+"""
+
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib.memory import Memory
+
+__all__ = ["Scratchpad", "LATENCY"]
+
+LATENCY = 1      # cycles from a read's address to its data
+
+
+class _Port:
+    def __init__(self, nbytes, addr_width, name, write):
+        self.nbytes = nbytes
+        self.addr = Signal(addr_width, name=f"{name}_addr")
+        self.data = Signal(8 * nbytes, name=f"{name}_data")
+        if write:
+            self.count = Signal(range(nbytes + 1), name=f"{name}_count")
+        else:
+            self.en = Signal(name=f"{name}_en")
+
+
+class Scratchpad(Elaboratable):
+    """`nbytes` of scratchpad in two banks of `word`-byte words (`word` a power of two)."""
+
+    def __init__(self, nbytes, word, name="spad"):
+        if word & (word - 1):
+            raise ValueError(f"`word` must be a power of two, not {word}")
+        self.nbytes, self.word, self.name = nbytes, word, name
+        self.words = -(-nbytes // word)
+        self.addr_width = max(1, (self.words * word - 1).bit_length())
+        self.readers, self.writers = [], []
+
+    def read_port(self, nbytes):
+        self._check(nbytes)
+        port = _Port(nbytes, self.addr_width, f"{self.name}_r{len(self.readers)}", write=False)
+        self.readers.append(port)
+        return port
+
+    def write_port(self, nbytes):
+        self._check(nbytes)
+        port = _Port(nbytes, self.addr_width, f"{self.name}_w{len(self.writers)}", write=True)
+        self.writers.append(port)
+        return port
+
+    def _check(self, nbytes):
+        if not 1 <= nbytes <= self.word:
+            raise ValueError(f"a port must be 1 to {self.word} bytes wide, not {nbytes}")
+
+    def _split(self, addr):
+        """(word offset, byte offset, bank-0 index, bank-1 index, first word odd) of `addr`."""
+        shift = (self.word - 1).bit_length()
+        w0 = addr >> shift
+        return w0, addr[:shift] if shift else Const(0, 1), (w0 + 1) >> 1, w0 >> 1, w0[0]
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.word
+        depth = max(1, -(-self.words // 2))
+        banks = [Memory(shape=8 * W, depth=depth, init=[]) for _ in range(2)]
+        m.submodules[f"{self.name}_even"], m.submodules[f"{self.name}_odd"] = banks
+
+        for port in self.writers:
+            _, off, i0, i1, odd = self._split(port.addr)
+            window = Signal(16 * W)
+            mask = Signal(2 * W)
+            m.d.comb += [
+                window.eq(port.data << (off * 8)),
+                mask.eq((((Const(1, 2 * W + 1) << port.count) - 1)[:2 * W]) << off),
+            ]
+            low, high = window[:8 * W], window[8 * W:]
+            mlow, mhigh = mask[:W], mask[W:]
+            for b, (bank, index) in enumerate(zip(banks, (i0, i1), strict=True)):
+                wp = bank.write_port(granularity=8)
+                mine = odd if b else ~odd          # which bank holds the first word
+                m.d.comb += [
+                    wp.addr.eq(index),
+                    wp.data.eq(Mux(mine, low, high)),
+                    wp.en.eq(Mux(mine, mlow, mhigh)),
+                ]
+
+        for port in self.readers:
+            _, off, i0, i1, odd = self._split(port.addr)
+            rps = [bank.read_port() for bank in banks]
+            for rp, index in zip(rps, (i0, i1), strict=True):
+                m.d.comb += [rp.addr.eq(index), rp.en.eq(port.en)]
+            off_q, odd_q = Signal.like(off), Signal()
+            with m.If(port.en):
+                m.d.sync += [off_q.eq(off), odd_q.eq(odd)]
+            low = Signal(8 * W)
+            high = Signal(8 * W)
+            m.d.comb += [
+                low.eq(Mux(odd_q, rps[1].data, rps[0].data)),
+                high.eq(Mux(odd_q, rps[0].data, rps[1].data)),
+                port.data.eq((Cat(low, high) >> (off_q * 8))[:8 * port.nbytes]),
+            ]
+        return m
+
