@@ -18,11 +18,17 @@ classmethod `pipeline_for(cfg)`, so it can be read without constructing the comp
 from dataclasses import dataclass
 
 from amaranth.hdl import Mux, Shape, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
+from arch.isa import LAYOUTS, Opcode
+
 __all__ = ["II", "Pipeline", "PipelineComponent", "ShiftAccumulate", "ShiftAccumulateArray",
-           "acc_shape", "fit", "plane_shape", "require_kind", "valid_signature"]
+           "INSN", "acc_shape", "fit", "plane_shape", "require_kind", "valid_signature"]
+
+#: An instruction word as every format at once (`view.<opcode name>.<field>`), from the ISA's
+#: layouts: the decoder and the units read fields through it, never by their own offsets.
+INSN = data.UnionLayout({op.name.lower(): LAYOUTS[op] for op in Opcode})
 
 #: Initiation interval of every unit: all registers move with `advance` and `i.ready = advance`,
 #: so with a ready sink a unit accepts one beat per cycle.

@@ -31,36 +31,33 @@ and one `rd_done` / `wr_done` pulse per command, in order, in its last transfer 
 its beats have moved.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from arch.isa import FORMATS, HEADER, LAYOUTS, UNIT_OF, WORD_BITS, Buffer, Opcode, Unit
 
-from .common import Pipeline, valid_signature
-from .scratchpad import LATENCY as SPAD_LATENCY
+from . import matmul_unit, table_seq, vector_unit
+from .common import INSN, Pipeline, valid_signature
 from .scratchpad import Scratchpad
 
-__all__ = ["Core", "ErrCode", "INSN", "DMA_CMD", "SUPPORTED", "DMA_SETUP", "VECTOR_DEPTH"]
+__all__ = ["Core", "ErrCode", "DMA_CMD", "SUPPORTED", "DMA_SETUP", "UNIT_MODULES"]
 
-#: The word as every format at once: `view.<opcode name>.<field>`.
-INSN = data.UnionLayout({op.name.lower(): LAYOUTS[op] for op in Opcode})
+#: The datapaths of the units, each a module with `OPCODES`, `in_range` and `build`.
+UNIT_MODULES = (table_seq, matmul_unit, vector_unit)
 
 #: One DMA command on the memory port, its fields as wide as the ISA's.
 DMA_CMD = data.StructLayout({f: LAYOUTS[Opcode.LOAD][f].shape
                              for f in ("dram", "rows", "row_bytes", "dram_stride")})
 
 #: Opcodes this core runs; the others stop it with `ErrCode.UNSUPPORTED` (issue 10 goes on).
-SUPPORTED = (Opcode.NOP, Opcode.FINISH, Opcode.LOAD, Opcode.STORE, Opcode.VSUM)
+SUPPORTED = (Opcode.NOP, Opcode.FINISH, Opcode.LOAD, Opcode.STORE) + tuple(
+    op for unit in UNIT_MODULES for op in unit.OPCODES)
 
 #: Cycles a DMA instruction holds its unit: the command is formed in a pipeline of this many
 #: stages (field decode, beats per row, extent, issue) and issued in the last.
 DMA_SETUP = 4
-
-#: Register stages of the vector unit after its last read address: every vector instruction
-#: takes `elements cycles + VECTOR_DEPTH` (its results are written in its last cycle).
-VECTOR_DEPTH = 4
 
 #: Cycles from a queue write to the earliest start of the instruction (the queue's latency).
 DISPATCH_LATENCY = 1
@@ -140,7 +137,8 @@ class CorePipeline(Pipeline):
     """`Pipeline` of the core: depth is the vector unit's, plus the core's own hand-overs."""
 
     def __init__(self):
-        super().__init__(depth=VECTOR_DEPTH, ii=1, latency=VECTOR_DEPTH)
+        depth = vector_unit.DEPTH
+        super().__init__(depth=depth, ii=1, latency=depth)
 
     @property
     def dma_setup(self):
@@ -197,6 +195,7 @@ class _Build:
         self.busy = {u: Signal(name=f"busy_{u.name.lower()}") for u in Unit}
         self.starting = {u: Signal(name=f"starting_{u.name.lower()}") for u in Unit}
         self.blocked = {u: Signal(name=f"blocked_{u.name.lower()}") for u in Unit}
+        self.ctl = {}
 
     def run(self):
         m, core = self.m, self.core
@@ -207,7 +206,8 @@ class _Build:
         self.tokens()
         for u in Unit:
             self.unit_control(u)
-        self.vector_unit()
+        for unit in UNIT_MODULES:
+            unit.build(self)
         self.load_engine()
         self.store_engine()
         self.termination()
@@ -338,9 +338,9 @@ class _Build:
         if op in (Opcode.LOAD, Opcode.STORE):
             caps = Array(Const(cfg.sram.bytes(b.name.lower()), 32) for b in Buffer)
             return v.sram + v.rows * v.row_bytes <= caps[v.buf.as_value()]
-        if op is Opcode.VSUM:
-            return ((v.act + v.rows * v.cols <= cfg.sram.bytes("act"))
-                    & (v.sums + 4 * v.rows <= cfg.sram.bytes("table")))
+        for unit in UNIT_MODULES:
+            if op in unit.OPCODES:
+                return unit.in_range(op, v, cfg)
         return Const(1)
 
     # -- dependency tokens -----------------------------------------------------------------
@@ -394,7 +394,7 @@ class _Build:
         pushing = Signal(name=f"pushwait_{u.name.lower()}")
         ctl = {"start": can, "insn": head.word, "index": head.index, "cur": cur,
                "last": last, "occupied": occupied}
-        setattr(self, f"ctl_{u.name.lower()}", ctl)
+        self.ctl[u] = ctl
         signal = _raw(cur.word, Opcode.NOP, "signal")
         if dma:
             signal = Const(0, len(Unit))            # DMA units push at retirement
@@ -420,79 +420,13 @@ class _Build:
         m.d.comb += occupied.eq(run | pushing)
         ctl["run"] = run
 
-    # -- the vector unit (vsum) ------------------------------------------------------------
-    def vector_unit(self):
-        """`vsum`: each row's `cols` int8 activations, `vector_lanes` a cycle, summed into an
-        int32 in the table buffer. The unit walks rows one after another (a row's last chunk
-        may be partial), so it takes rows * ceil(cols / lanes) + VECTOR_DEPTH cycles."""
-        m, cfg = self.m, self.cfg
-        ctl = self.ctl_vector
-        lanes = cfg.timing.vector_lanes
-        rd = self.spad[Buffer.ACT].read_port(min(lanes, self.W))
-        wr = self.spad[Buffer.TABLE].write_port(4)
-        v = data.View(INSN, ctl["cur"].word).vsum
-        vs = data.View(INSN, ctl["insn"]).vsum
-        row, col = Signal.like(v.rows), Signal.like(v.cols)       # next chunk to read
-        addr = Signal(32)
-        reading = Signal()
-        left = Signal(range(VECTOR_DEPTH + 1))                   # drain after the last read
-        with m.If(ctl["start"]):
-            m.d.sync += [row.eq(0), col.eq(0), addr.eq(vs.act), reading.eq(1)]
-        rows, cols = v.rows, v.cols
-        last_chunk = col + lanes >= cols
-        last_read = reading & last_chunk & (row == rows - 1)
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(reading)]
-        with m.If(reading):
-            with m.If(last_chunk):
-                m.d.sync += [col.eq(0), row.eq(row + 1), addr.eq(addr + cols - col)]
-                with m.If(row == rows - 1):
-                    m.d.sync += reading.eq(0)
-            with m.Else():
-                m.d.sync += [col.eq(col + lanes), addr.eq(addr + lanes)]
-        # stage 1: the chunk's bytes (those inside the row) summed
-        valid_q = Signal()
-        count_q = Signal(range(lanes + 1))
-        end_q = Signal()
-        row_q = Signal.like(row)
-        m.d.sync += [valid_q.eq(reading),
-                     count_q.eq(Mux(last_chunk, cols - col, lanes)),
-                     end_q.eq(last_chunk), row_q.eq(row)]
-        part = Signal(signed(8 + lanes.bit_length()))
-        terms = [Mux(i < count_q, rd.data.word_select(i, 8).as_signed(), 0) for i in range(lanes)]
-        m.d.comb += part.eq(sum(terms))
-        acc = Signal(32)
-        total = Signal(32)
-        m.d.comb += total.eq(acc + part)
-        with m.If(valid_q):
-            m.d.sync += acc.eq(Mux(end_q, 0, total))
-        with m.If(ctl["start"]):
-            m.d.sync += acc.eq(0)
-        # a row's sum goes to the table buffer through VECTOR_DEPTH - SPAD_LATENCY - 1 registers
-        pipe = [(valid_q & end_q, total, v.sums + 4 * row_q)]
-        for k in range(VECTOR_DEPTH - SPAD_LATENCY - 1):
-            en, val, a = Signal(name=f"vsum_en{k}"), Signal(32, name=f"vsum_v{k}"), \
-                Signal(32, name=f"vsum_a{k}")
-            m.d.sync += [en.eq(pipe[-1][0]), val.eq(pipe[-1][1]), a.eq(pipe[-1][2])]
-            pipe.append((en, val, a))
-        en, val, a = pipe[-1]
-        m.d.comb += [wr.addr.eq(a), wr.data.eq(val), wr.count.eq(Mux(en, 4, 0))]
-        # occupancy: reads, then VECTOR_DEPTH cycles; the last one writes the last sum
-        draining = Signal()
-        with m.If(last_read):
-            m.d.sync += [draining.eq(1), left.eq(VECTOR_DEPTH - 1)]
-        with m.If(draining):
-            m.d.sync += left.eq(left - 1)
-            with m.If(left == 1):
-                m.d.sync += draining.eq(0)
-        m.d.comb += ctl["last"].eq(draining & (left == 1))
-
     # -- DMA -------------------------------------------------------------------------------
     def _dma_common(self, u, cmd, done):
         """Setup, command issue, the in-flight list and retirement of DMA unit `u`. Returns
         the in-flight list (an `Array` of entries) and the pointer of the oldest request whose
         data has not all moved, which the engine advances."""
         m, core, cfg = self.m, self.core, self.cfg
-        ctl = getattr(self, f"ctl_{u.name.lower()}")
+        ctl = self.ctl[u]
         n = cfg.dram.outstanding
         entry = data.StructLayout({"buf": Buffer, "sram": 32, "rows": DMA_CMD["rows"].shape,
                                    "row_bytes": DMA_CMD["row_bytes"].shape,

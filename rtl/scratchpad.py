@@ -39,14 +39,14 @@ class _Port:
 
 
 class Scratchpad(Elaboratable):
-    """`nbytes` of scratchpad in two banks of `word`-byte words (`word` a power of two)."""
+    """`nbytes` of scratchpad in two banks of words of at least `word` bytes (a power of two):
+    the words are as wide as the widest port asks, rounded up to a power of two."""
 
     def __init__(self, nbytes, word, name="spad"):
         if word & (word - 1):
             raise ValueError(f"`word` must be a power of two, not {word}")
         self.nbytes, self.word, self.name = nbytes, word, name
-        self.words = -(-nbytes // word)
-        self.addr_width = max(1, (self.words * word - 1).bit_length())
+        self.addr_width = max(1, nbytes.bit_length() + 1)
         self.readers, self.writers = [], []
 
     def read_port(self, nbytes):
@@ -62,8 +62,13 @@ class Scratchpad(Elaboratable):
         return port
 
     def _check(self, nbytes):
-        if not 1 <= nbytes <= self.word:
-            raise ValueError(f"a port must be 1 to {self.word} bytes wide, not {nbytes}")
+        if nbytes < 1:
+            raise ValueError(f"a port must be at least 1 byte wide, not {nbytes}")
+        self.word = max(self.word, 1 << (nbytes - 1).bit_length())
+
+    @property
+    def words(self):
+        return -(-self.nbytes // self.word)
 
     def _split(self, addr):
         """(word offset, byte offset, bank-0 index, bank-1 index, first word odd) of `addr`."""
