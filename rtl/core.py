@@ -36,13 +36,14 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from arch.isa import FORMATS, HEADER, LAYOUTS, UNIT_OF, WORD_BITS, Buffer, Opcode, Unit
+from arch.isa import (FORMATS, HEADER, LAYOUTS, PE_KIND_OF, UNIT_OF, WORD_BITS, Buffer, Opcode,
+                      Unit)
 
 from . import matmul_unit, table_seq, vector_unit
 from .common import INSN, Pipeline, valid_signature
 from .scratchpad import Scratchpad
 
-__all__ = ["Core", "ErrCode", "DMA_CMD", "SUPPORTED", "DMA_SETUP", "UNIT_MODULES"]
+__all__ = ["Core", "ErrCode", "DMA_CMD", "SUPPORTED", "DMA_SETUP", "UNIT_MODULES", "event_layout"]
 
 #: The datapaths of the units, each a module with `OPCODES`, `in_range` and `build`.
 UNIT_MODULES = (table_seq, matmul_unit, vector_unit)
@@ -54,6 +55,13 @@ DMA_CMD = data.StructLayout({f: LAYOUTS[Opcode.LOAD][f].shape
 #: Opcodes this core runs; the others stop it with `ErrCode.UNSUPPORTED` (issue 10 goes on).
 SUPPORTED = (Opcode.NOP, Opcode.FINISH, Opcode.LOAD, Opcode.STORE) + tuple(
     op for unit in UNIT_MODULES for op in unit.OPCODES)
+
+
+def runs(op, cfg):
+    """True when the core for `cfg` runs `op`: a `SUPPORTED` opcode and, for a matmul, the one
+    of `cfg`'s PE kind (`arch.isa.PE_KIND_OF`: the core has only that array)."""
+    return op in SUPPORTED and PE_KIND_OF.get(op, cfg.pe.kind) == cfg.pe.kind
+
 
 #: Cycles a DMA instruction holds its unit: the command is formed in a pipeline of this many
 #: stages (field decode, beats per row, extent, issue) and issued in the last.
@@ -103,7 +111,7 @@ class Core(wiring.Component):
         self.prog_depth = prog_depth
         self.word_bytes = cfg.dram.burst_bytes
         idx = range(prog_depth)
-        event = data.StructLayout({"valid": 1, "index": Shape.cast(idx).width})
+        event = event_layout(prog_depth)
         super().__init__({
             "prog_we": In(1), "prog_addr": In(idx), "prog_data": In(WORD_BITS),
             "prog_len": In(range(prog_depth + 1)),
@@ -131,6 +139,11 @@ class Core(wiring.Component):
         m = Module()
         _Build(self, m).run()
         return m
+
+
+def event_layout(prog_depth):
+    """One trace event: `valid` and the instruction `index`."""
+    return data.StructLayout({"valid": 1, "index": Shape.cast(range(prog_depth)).width})
 
 
 class CorePipeline(Pipeline):
@@ -314,7 +327,7 @@ class _Build:
             m.d.comb += self.dispatch_fail.eq(ErrCode.ILLEGAL)
         with m.Elif(~self._in_range(op, getattr(view, op.name.lower()))):
             m.d.comb += self.dispatch_fail.eq(ErrCode.RANGE)
-        with m.Elif(Const(op not in SUPPORTED)):
+        with m.Elif(Const(not runs(op, self.cfg))):
             m.d.comb += self.dispatch_fail.eq(ErrCode.UNSUPPORTED)
         else_ = m.Else()
         with else_:
