@@ -78,10 +78,14 @@ class Timing:
     pe_ii: int = 1               # cycles between successive bit planes / tiles, steady state
     table_latency: int = 2       # table precompute unit pipeline depth
     table_ii: int = 1            # cycles per table (one token row, one group) built
+    table_read_latency: int = 1  # tbl: scratchpad read in front of the table unit
+    table_stream_latency: int = 2  # gather, cbx: the two scratchpad reads of a chunk
     vector_lanes: int = 16       # elements per cycle of the vector unit
-    vector_latency: int = 4      # vector unit pipeline depth (fp32 multiply-add)
+    vector_latency: int = 13     # vector unit pipeline depth (rtl.vector_unit.DEPTH)
     dma_setup: int = 4           # cycles to issue one DMA command
     dispatch_latency: int = 1    # cycles from dispatch into a unit queue to the earliest start
+    matmul_overhead: int = 2     # lmma/bsmm: cycles besides the beats and pe_latency (the
+    #                              sequencer's start and the scratchpad read before the array)
 
 
 @dataclass(frozen=True)

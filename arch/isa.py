@@ -204,7 +204,8 @@ FORMATS = {
         Field("first", 1, "1: out = result; 0: out += result", kind="flag"),
         _addr("acc", Buffer.ACC, "int32 accumulators, rows x n"),
         _addr("out", Buffer.OUT, "fp32 outputs, rows x n"),
-        _addr("param", Buffer.SCALE, "(fp32 scale, int32 zero) records, one per n (block: one)"),
+        _addr("param", Buffer.SCALE, "(fp16 scale, int16 zero) records, one per n (block: one "
+              "fp32 scale)"),
         _addr("sums", Buffer.TABLE, "int32 activation sum per row (deq lut, zero)"),
     ],
     Opcode.VOUT: [

@@ -13,7 +13,9 @@ the RTL tests measure (DESIGN.md section 9: one event per instruction, not per t
 - MAC array (weight-stationary, as SCALE-Sim v3 models it): `ceil(K / R) * ceil(n / C)` folds,
   each `2R + C + rows - 2` cycles (weight preload R, skew R - 1, stream `rows`, drain C - 1)
   plus the PE's `pe_latency`.
-- Table unit: one table (one row, one group) per `table_ii` cycles.
+- Table unit: one table (one row, one group) per `table_ii` cycles, after the scratchpad read
+  in front of the table unit; `gather` and `cbx` one chunk of `pe.cols` elements of a row per
+  cycle, after two scratchpad reads (`rtl.table_seq`).
 - Vector unit: `vector_lanes` elements per cycle plus its pipeline depth.
 - DMA: `dma_setup` cycles on the unit; DRAM latency; the bytes rounded up to whole bursts at the
   DRAM's bytes per cycle.
@@ -42,17 +44,20 @@ MATMUL_COUNTER = {Opcode.LMMA: "lookups", Opcode.BSMM: "bitserial_steps", Opcode
 def matmul_cycles(config, op, rows, n, kgroups, planes):
     """Cycles of one matmul instruction on the PE array, pipeline depth included.
 
-    LUT and bit-serial: the tiles' beats back to back, then `pe_latency` once. MAC: each fold
-    occupies the array for SCALE-Sim's `2R + C + rows - 2` plus the PE's `pe_latency` (the RTL
-    loads the next fold's weights only once the array has drained; verif/benches.py pins it on
-    the RTL), so a config with `pe_latency: 0` is SCALE-Sim's ideal array."""
+    LUT and bit-serial: the tiles' beats back to back, then `pe_latency` once, plus
+    `matmul_overhead` (`rtl.matmul_unit.OVERHEAD`: the sequencer's start and the scratchpad
+    read before the first beat reaches the array; the last tile is written back in the cycle
+    it leaves the array). MAC: each fold occupies the array for SCALE-Sim's `2R + C + rows - 2`
+    plus the PE's `pe_latency` (the RTL loads the next fold's weights only once the array has
+    drained; verif/benches.py pins it on the RTL), so a config with `pe_latency: 0` is
+    SCALE-Sim's ideal array."""
     pe, t = config.pe, config.timing
     if op is Opcode.MMA:
         k = kgroups * pe.group
         return math.ceil(k / pe.rows) * math.ceil(n / pe.cols) * (2 * pe.rows + pe.cols
                                                                     + rows - 2 + t.pe_latency)
     return (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * kgroups * planes * t.pe_ii
-            + t.pe_latency)
+            + t.pe_latency + t.matmul_overhead)
 
 
 def matmul_count(config, op, rows, n, kgroups, planes):
@@ -81,11 +86,6 @@ def dram_transfer_cycles(config, nbytes):
     return math.ceil(nbytes / config.dram_bytes_per_cycle)
 
 
-def vector_cycles(config, elements):
-    t = config.timing
-    return math.ceil(elements / t.vector_lanes) + t.vector_latency
-
-
 def dma_cycles(config, insn):
     """A DMA instruction occupies its unit for the setup only; the transfer is the DRAM port's
     (`dram_transfer_cycles`), after the latency."""
@@ -93,16 +93,21 @@ def dma_cycles(config, insn):
 
 
 def table_cycles(config, insn):
-    """`tbl`: one table (one token row, one group) per `table_ii`, plus the pipeline depth."""
+    """`tbl`: one table (one token row, one group) per `table_ii`, plus the scratchpad read in
+    front of the table unit (`table_read_latency`) and the unit's pipeline depth; the last busy
+    cycle writes the last table (`rtl.table_seq.tbl_latency`)."""
     t = config.timing
-    return insn.args["rows"] * insn.args["ngroups"] * t.table_ii + t.table_latency
+    return (insn.args["rows"] * insn.args["ngroups"] * t.table_ii + t.table_read_latency
+            + t.table_latency)
 
 
 def table_unit_stream_cycles(config, insn):
-    """`gather` and `cbx`: `pe.cols` elements per cycle through the table unit."""
+    """`gather` and `cbx`: each row (`rows`, or cbx's `n`) in chunks of `pe.cols` elements,
+    one a cycle (a row's last chunk may be partial), plus `table_stream_latency`: the chunk's
+    index or code read, then the lanes' element reads (`rtl.table_seq.STREAM_LATENCY`)."""
     a = insn.args
-    elements = a["rows"] * a["cols"] if insn.op is Opcode.GATHER else a["n"] * a["cols"]
-    return math.ceil(elements / config.pe.cols) + config.timing.table_latency
+    rows = a["rows"] if insn.op is Opcode.GATHER else a["n"]
+    return rows * math.ceil(a["cols"] / config.pe.cols) + config.timing.table_stream_latency
 
 
 def matmul_insn_cycles(config, insn):
@@ -117,15 +122,29 @@ VECTOR_ELEMENTS = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
                    Opcode.VSCALE: ("rows", "n"), Opcode.VOUT: ("rows", "count")}
 
 
+#: Fewest cycles one `vout` record takes: the latency of the vector unit's fp32 adder
+#: (`rtl.fp32.FAdd`), so that a record's running sums have left the adder before the next record
+#: adds to them (the list order is the float32 sum order). `rtl.vector_unit.RECORD_SLOTS` is the
+#: RTL's; verif/test_core_vector.py pins the two equal.
+VOUT_RECORD_CYCLES = 4
+
+
 def vector_insn_cycles(config, insn):
-    """Vector instructions: `vector_cycles` of their elements; `vsum` walks its rows one after
-    another, `vector_lanes` activations a cycle (a row's last chunk may be partial), as the RTL
-    core's vector unit does."""
+    """Vector instructions, as the RTL core's vector unit walks them, then its pipeline depth
+    (`vector_latency`) once: `vsum`, `vdeq`, `vscale` row by row, `vector_lanes` elements a
+    cycle (a row's last chunk may be partial); `vout` zeroes its rows x n outputs the same way
+    when `first`, then takes each record in list order, one row a cycle, at least
+    `VOUT_RECORD_CYCLES` a record."""
     a, t = insn.args, config.timing
+    lanes = t.vector_lanes
     if insn.op is Opcode.VSUM:
-        return a["rows"] * math.ceil(a["cols"] / t.vector_lanes) + t.vector_latency
-    f0, f1 = VECTOR_ELEMENTS[insn.op]
-    return vector_cycles(config, a[f0] * a[f1])
+        steps = a["rows"] * math.ceil(a["cols"] / lanes)
+    elif insn.op in (Opcode.VDEQ, Opcode.VSCALE):
+        steps = a["rows"] * math.ceil(a["n"] / lanes)
+    else:
+        steps = (a["first"] * a["rows"] * math.ceil(a["n"] / lanes)
+                 + a["count"] * max(a["rows"], VOUT_RECORD_CYCLES))
+    return steps + t.vector_latency
 
 
 def dispatcher_cycles(config, insn):

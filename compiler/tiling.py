@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from arch import image, timing
 from arch.image import OUTLIER, PARAM
-from arch.isa import MATMUL_OPCODE, Mode, Opcode, field_max
+from arch.isa import MATMUL_OPCODE, Insn, Mode, Opcode, field_max
 from compiler.plan import LoweringError, weight_image_bytes
 
 # Limits of a tile, derived from the ISA's field widths:
@@ -173,17 +173,20 @@ def estimate(plan, config, m, tile):
     for rows, rcount in row_blocks.items():
         for n, ncount in col_blocks.items():
             times = rcount * ncount
+            vdeq = Insn(Opcode.VDEQ, {"rows": rows, "n": n})
+            vscale = Insn(Opcode.VSCALE, {"rows": rows, "n": n})
             for ks in plan.ksteps:
                 planes = timing.matmul_planes(config, op, mode, ks.bits)
                 matmul += times * timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
                 pe_work += times * timing.matmul_count(config, op, rows, n, ks.kgroups, planes)
                 acc_bytes += times * 4 * rows * n
                 if pe.kind == "lut":
-                    table += times * (rows * ks.kgroups * t.table_ii + t.table_latency)
+                    table += times * timing.unit_cycles(
+                        config, Insn(Opcode.TBL, {"rows": rows, "ngroups": ks.kgroups}))
                     entries += times * rows * ks.kgroups * image.table_entries(config, mode,
                                                                                ks.bits)
-                vector += times * timing.vector_cycles(config, rows * n)
-            vector += times * timing.vector_cycles(config, rows * n)
+                vector += times * timing.unit_cycles(config, vdeq)       # one vdeq a k-step
+            vector += times * timing.unit_cycles(config, vscale)         # one vscale a tile
     weight_bytes = sum(count * _weight_bytes(plan, config, ks, n)
                        for n, count in col_blocks.items() for ks in plan.ksteps) * nmb
     x_bytes = m * plan.kp * nnb

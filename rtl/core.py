@@ -36,8 +36,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from arch.isa import (FORMATS, HEADER, LAYOUTS, PE_KIND_OF, UNIT_OF, WORD_BITS, Buffer, Opcode,
-                      Unit)
+from arch.isa import FORMATS, HEADER, LAYOUTS, PE_KIND_OF, UNIT_OF, WORD_BITS, Buffer, Opcode, Unit
 
 from . import matmul_unit, table_seq, vector_unit
 from .common import INSN, Pipeline, valid_signature
@@ -57,10 +56,14 @@ SUPPORTED = (Opcode.NOP, Opcode.FINISH, Opcode.LOAD, Opcode.STORE) + tuple(
     op for unit in UNIT_MODULES for op in unit.OPCODES)
 
 
+#: The opcodes whose datapath exists in one PE kind's core only: its matmul (the core has only
+#: that array) and `tbl` (the table unit feeds the LUT array).
+KIND_OF = {**PE_KIND_OF, Opcode.TBL: "lut"}
+
+
 def runs(op, cfg):
-    """True when the core for `cfg` runs `op`: a `SUPPORTED` opcode and, for a matmul, the one
-    of `cfg`'s PE kind (`arch.isa.PE_KIND_OF`: the core has only that array)."""
-    return op in SUPPORTED and PE_KIND_OF.get(op, cfg.pe.kind) == cfg.pe.kind
+    """True when the core for `cfg` runs `op`: a `SUPPORTED` opcode of `cfg`'s PE kind."""
+    return op in SUPPORTED and KIND_OF.get(op, cfg.pe.kind) == cfg.pe.kind
 
 
 #: Cycles a DMA instruction holds its unit: the command is formed in a pipeline of this many
@@ -106,7 +109,7 @@ class Core(wiring.Component):
         last cycle, and (DMA units) that retires; each with `valid`.
     """
 
-    def __init__(self, cfg, prog_depth=4096):
+    def __init__(self, cfg, prog_depth=4096, *, src_loc_at=0):
         self.cfg = cfg
         self.prog_depth = prog_depth
         self.word_bytes = cfg.dram.burst_bytes
@@ -128,7 +131,7 @@ class Core(wiring.Component):
             "trace_start": Out(data.ArrayLayout(event, len(Unit))),
             "trace_end": Out(data.ArrayLayout(event, len(Unit))),
             "trace_retire": Out(data.ArrayLayout(event, len(Unit))),
-        })
+        }, src_loc_at=1 + src_loc_at)
 
     @classmethod
     def pipeline_for(cls, cfg):
@@ -322,21 +325,26 @@ class _Build:
         m.d.comb += [core.trace_dispatch.index.eq(pc)]
 
     def _dispatch_one(self, op, word, view, advance):
+        # The checks that cannot fail for `op` are left out in Python, not as constant
+        # conditions (Yosys writes an empty case arm for those, which is not Verilog).
         m, core = self.m, self.core
-        with m.If(~legal(word, op)):
-            m.d.comb += self.dispatch_fail.eq(ErrCode.ILLEGAL)
-        with m.Elif(~self._in_range(op, getattr(view, op.name.lower()))):
-            m.d.comb += self.dispatch_fail.eq(ErrCode.RANGE)
-        with m.Elif(Const(not runs(op, self.cfg))):
-            m.d.comb += self.dispatch_fail.eq(ErrCode.UNSUPPORTED)
-        else_ = m.Else()
-        with else_:
-            if op is Opcode.NOP:
+        fail = self.dispatch_fail
+        checks = [(~legal(word, op), ErrCode.ILLEGAL)]
+        extent = self._in_range(op, getattr(view, op.name.lower()))
+        if extent is not None:
+            checks.append((~extent, ErrCode.RANGE))
+        for k, (cond, code) in enumerate(checks):
+            with (m.If if k == 0 else m.Elif)(cond):
+                m.d.comb += fail.eq(code)
+        with m.Else():
+            if not runs(op, self.cfg):
+                m.d.comb += fail.eq(ErrCode.UNSUPPORTED)
+            elif op is Opcode.NOP:
                 m.d.comb += advance.eq(1)
             elif op is Opcode.FINISH:
                 m.d.comb += self.finishing.eq(1)
                 m.d.sync += self.finished.eq(1)
-            elif op in SUPPORTED:
+            else:
                 q = self.q[UNIT_OF[op]]
                 with m.If(q["room"]):
                     m.d.comb += [advance.eq(1), q["we"].eq(1), q["entry"].word.eq(word),
@@ -346,7 +354,8 @@ class _Build:
                     m.d.comb += self.dispatch_stall.eq(1)
 
     def _in_range(self, op, v):
-        """1 when every scratchpad extent of the instruction lies inside its buffer."""
+        """1 when every scratchpad extent of the instruction lies inside its buffer (None for
+        an instruction without extents)."""
         cfg = self.cfg
         if op in (Opcode.LOAD, Opcode.STORE):
             caps = Array(Const(cfg.sram.bytes(b.name.lower()), 32) for b in Buffer)
@@ -354,7 +363,7 @@ class _Build:
         for unit in UNIT_MODULES:
             if op in unit.OPCODES:
                 return unit.in_range(op, v, cfg)
-        return Const(1)
+        return None
 
     # -- dependency tokens -----------------------------------------------------------------
     def tokens(self):

@@ -1,19 +1,385 @@
-"""The matmul unit of the core: `lmma`, `bsmm` and `mma` sequencers around the PE arrays.
+"""The matmul unit of the core: the `lmma` and `bsmm` sequencers around the LUT and bit-serial
+PE arrays (`mma` on the MAC array to come).
 
-A unit module of `rtl.core` (see `rtl/vector_unit.py` for the interface). Not built yet: with
-no `OPCODES` the core stops on these instructions with `ErrCode.UNSUPPORTED`.
+Ref: LUT Tensor Core (ISCA'25) §3.2.2 Fig. 9 (tables broadcast along N, weight indices along M,
+one bit plane per cycle); bit_serial.md §4 (the weight-serial walk); arch/image.py (the weight
+images and the scratchpad layouts); sim/executor.py `_lmma`, `_bsmm` (the bit-exact semantics).
+
+A unit module of `rtl.core` (see `rtl/vector_unit.py` for the interface). The PE array of the
+config's kind is instantiated as it is (`LutPEArray(cfg)`, `BitSerialPEArray(cfg)`), its output
+always ready, so it never stalls. The sequencer walks the instruction's tiles, `ceil(rows /
+pe.rows)` row tiles by `ceil(n / pe.cols)` column tiles, each `kgroups` groups of `planes` beats
+(`arch.timing.matmul_planes`: lmma uniform `bits`, codebook one lookup; bsmm `bits`, the
+centroid width in codebook mode), one beat a cycle. Each beat reads, in the same cycle:
+
+- the source of its group for the tile's `pe.rows` token rows, one read port per row: the
+  tables (`lmma`: `src + (r * kgroups + j) * E * entry_bytes`, `E` entries) or the int8
+  activations (`bsmm`: `src + r * kgroups * g + j * g`, `g` bytes);
+- the weights of its plane: a `planes` / `indices` image is read as a stream (consecutive beats
+  of one row tile read consecutive bits, so one port reads the bytes around the beat's bit
+  address and drops the bits before it); `bsmm`'s codebook centroids [n, kgroups * g] by one
+  port per lane (the lane's g centroids of the group; the beat takes bit `plane` of each, the
+  top plane a sign plane);
+- the tile's accumulators for `accumulate = 1` (one `ACC` port per row, the array's `psum`,
+  which it injects on the tile's first beat).
+
+Token rows past `rows` and lanes past `n` read those of row 0 / lane 0 of the tile instead (or,
+for the accumulators, the bytes after the row) and are not written back. Each tile's result is
+written to the accumulators in the cycle it leaves the array, one `ACC` write port per row, only
+the valid columns (`count`).
+
+Timing: in the start cycle s the sequencer takes the fields (`SETUP`); beat b is read in cycle
+s + SETUP + b, the scratchpads answer `SPAD_LATENCY` later, when the array takes the beat; the
+last tile's result leaves the array its `pipeline_for(cfg).latency` after its last beat and is
+written in that cycle, the instruction's last. So an instruction of B beats takes B +
+`pe_latency` + `OVERHEAD` cycles: `arch.timing.matmul_cycles` with `timing.matmul_overhead` =
+`OVERHEAD`.
 """
 
-from amaranth.hdl import Const
+from amaranth.hdl import Cat, Const, Mux, Signal, signed
+from amaranth.lib import data
 
-__all__ = ["OPCODES", "in_range", "build"]
+from arch.isa import Buffer, Mode, Opcode, Unit
+from bitlut.formats import CODEBOOK_BITS
 
-OPCODES = ()
+from .bitserial_pe import BitSerialPEArray
+from .common import INSN
+from .lut_pe import LutPEArray
+from .scratchpad import LATENCY as SPAD_LATENCY
+from .table_unit import table_geometry
+
+__all__ = ["OPCODES", "SETUP", "OVERHEAD", "in_range", "build"]
+
+OPCODES = (Opcode.LMMA, Opcode.BSMM)
+
+#: Cycles before the first beat's reads: the start cycle, in which the sequencer takes the fields.
+SETUP = 1
+
+#: Cycles a matmul adds to its beats and the array's pipeline depth (`timing.matmul_overhead`):
+#: the sequencer's start and the scratchpad read before the first beat reaches the array.
+OVERHEAD = SETUP + SPAD_LATENCY
+
+ACC_BYTES = 4       # one int32 accumulator (arch.image.ACC)
+
+
+# -- geometry of one instruction: sizes as functions of the fields ----------------------------
+def _codebook_bits(cfg):
+    """The codebook code widths whose index fits a table of `cfg` (`cfg.codebook_group`)."""
+    return [b for b in CODEBOOK_BITS if b <= cfg.pe.index_bits]
+
+
+def _select(b, values, default):
+    """A multiplexer on the field `b`: `values[b]` for each key, else `default`."""
+    out = Const(default)
+    for bits, value in values.items():
+        out = Mux(b == bits, value, out)
+    return out
+
+
+def _tiles(count, size):
+    """`ceil(count / size)` for a power-of-two `size`."""
+    return (count + size - 1) >> (size.bit_length() - 1)
+
+
+class _Geometry:
+    """The sizes of matmul view `v` (`op`'s format) on `cfg`, as expressions of its fields.
+
+    Members
+    -------
+    ok : whether `bits` is one the array walks (uniform: a width of the array's `plane` field;
+        lmma codebook: a width whose index fits the table; bsmm codebook: the centroid width).
+    planes : beats per group (`arch.timing.matmul_planes`).
+    group_bytes : source bytes of one token row's group (a table, or g activations).
+    lane_bits : bits of one lane's weight word per beat in a streamed image.
+    gather : 1 when the weights are bsmm's codebook centroids, read per lane.
+    weight_bytes : bytes of the weight image (`arch.image.matmul_layout(...).nbytes`, or the
+        centroids [n, kgroups * g]).
+    """
+
+    def __init__(self, op, v, cfg):
+        pe = cfg.pe
+        uniform = v.mode == Mode.UNIFORM
+        self.gather = Const(0)
+        if op is Opcode.LMMA:
+            eb = cfg.table_entry_bytes
+            cb = {b: cfg.codebook_group(b) * b for b in _codebook_bits(cfg)}
+            codebook_ok = Cat(*(v.bits == b for b in cb)).any() if cb else Const(0)
+            self.ok = Mux(uniform, v.bits <= max(pe.weight_bits), codebook_ok)
+            self.planes = Mux(uniform, v.bits, 1)
+            self.group_bytes = Mux(uniform, cfg.table_entries * eb,
+                                   _select(v.bits, {b: eb << w for b, w in cb.items()}, 0))
+            self.lane_bits = Mux(uniform, pe.group, _select(v.bits, cb, 0))
+            self.lane_widths = sorted({pe.group} | set(cb.values()))
+        else:
+            self.ok = Mux(uniform, v.bits <= max(pe.weight_bits), v.bits == pe.centroid_bits)
+            self.planes = v.bits
+            self.group_bytes = Const(pe.group)
+            self.lane_bits = Const(pe.group)
+            self.lane_widths = [pe.group]
+            self.gather = ~uniform
+        streamed = _tiles(v.n, pe.cols) * pe.cols * v.kgroups * self.planes * self.lane_bits
+        self.weight_bytes = Mux(self.gather, v.n * v.kgroups * self.centroid_row_bytes(cfg, 1),
+                                (streamed + 7) >> 3)
+
+    @staticmethod
+    def centroid_row_bytes(cfg, kgroups):
+        """Bytes of one output's centroids over `kgroups` groups (bsmm codebook)."""
+        return kgroups * cfg.pe.group * cfg.pe.centroid_bits // 8
 
 
 def in_range(op, v, cfg):
-    return Const(1)
+    """1 when the matmul's source, weights and accumulators lie inside their buffers (and its
+    `bits` is one the array walks)."""
+    geo = _Geometry(op, v, cfg)
+    src = "table" if op is Opcode.LMMA else "act"
+    return (geo.ok
+            & (v.src + v.rows * v.kgroups * geo.group_bytes <= cfg.sram.bytes(src))
+            & (v.wgt + geo.weight_bytes <= cfg.sram.bytes("weight"))
+            & (v.dst + v.rows * v.n * ACC_BYTES <= cfg.sram.bytes("acc")))
 
 
+# -- the unit -----------------------------------------------------------------------------------
 def build(b):
-    pass
+    """Adds the matmul unit for `b.cfg`'s PE kind to the core being elaborated."""
+    unit = {"lut": _Lmma, "bitserial": _Bsmm}.get(b.cfg.pe.kind)
+    if unit is not None:
+        unit(b).build()
+
+
+class _Walk:
+    """The tile walk of one matmul, column tiles inside row tiles: `rows_left` / `cols_left` are
+    the token rows and outputs from the current tile on (so a tile's valid rows and columns are
+    `min(left, size)`), `row_base` the ACC address of the tile's row 0, `col_off` the bytes from
+    there to its first column."""
+
+    def __init__(self, name, rows, cols):
+        self.rows, self.cols = rows, cols
+        self.rows_left = Signal(13, name=f"{name}_rows_left")
+        self.cols_left = Signal(17, name=f"{name}_cols_left")
+        self.row_base = Signal(32, name=f"{name}_acc_row")
+        self.col_off = Signal(32, name=f"{name}_acc_col")
+        self.last_col = self.cols_left <= cols
+        self.last_row = self.rows_left <= rows
+        self.last = self.last_col & self.last_row
+
+    def load(self, m, v):
+        m.d.sync += [self.rows_left.eq(v.rows), self.cols_left.eq(v.n),
+                     self.row_base.eq(v.dst), self.col_off.eq(0)]
+
+    def step(self, m, v):
+        """Move to the next tile."""
+        with m.If(self.last_col):
+            m.d.sync += [self.cols_left.eq(v.n), self.col_off.eq(0),
+                         self.rows_left.eq(self.rows_left - self.rows),
+                         self.row_base.eq(self.row_base + v.n * (ACC_BYTES * self.rows))]
+        with m.Else():
+            m.d.sync += [self.cols_left.eq(self.cols_left - self.cols),
+                         self.col_off.eq(self.col_off + ACC_BYTES * self.cols)]
+
+    def acc_addr(self, v, r):
+        """ACC address of tile row `r` (row 0 of the tile for a row past `rows`)."""
+        row = Mux(r < self.rows_left, v.n * (ACC_BYTES * r), 0)
+        return self.row_base + row + self.col_off
+
+
+class _Matmul:
+    """The sequencer, the scratchpad ports, the array and the write-back of one matmul opcode;
+    a subclass names its `OP`, its `ARRAY`, its source buffer and its `feed` of the beat."""
+
+    OP = ARRAY = SOURCE = None
+
+    def __init__(self, b):
+        self.b, self.m, self.cfg = b, b.m, b.cfg
+        self.ctl = b.ctl[Unit.MATMUL]
+        name = self.OP.name.lower()
+        self.v = getattr(data.View(INSN, self.ctl["cur"].word), name)   # after the start cycle
+        self.vs = getattr(data.View(INSN, self.ctl["insn"]), name)      # in the start cycle
+        self.geo = _Geometry(self.OP, self.v, self.cfg)
+
+    def build(self):
+        m, b, pe = self.m, self.b, self.cfg.pe
+        self.pe = self.ARRAY(self.cfg)
+        m.submodules[self.ARRAY.__name__.lower()] = self.pe
+        m.d.comb += self.pe.o.ready.eq(1)
+        self.src_rd = [b.spad[self.SOURCE].read_port(self.source_bytes()) for _ in range(pe.rows)]
+        # a beat's lane words start at any bit: read the bytes that hold them
+        widest = pe.cols * max(self.geo.lane_widths)
+        self.wgt_rd = b.spad[Buffer.WEIGHT].read_port(-(-(widest + 7) // 8))
+        self.acc_rd = [b.spad[Buffer.ACC].read_port(pe.cols * ACC_BYTES) for _ in range(pe.rows)]
+        self.acc_wr = [b.spad[Buffer.ACC].write_port(pe.cols * ACC_BYTES) for _ in range(pe.rows)]
+        self.ports()
+        self.sequencer()
+        self.feed(self.pe.i.payload)
+        self.write_back()
+        with m.If(b.core.start & ~b.run_state):
+            m.d.sync += [self.active.eq(0), self.beat_valid.eq(0)]
+
+    def ports(self):
+        """Further read ports of the subclass."""
+
+    def source_bytes(self):
+        raise NotImplementedError
+
+    def sequencer(self):
+        """The walk of the beats: (row tile, column tile, group, plane), one a cycle, and this
+        beat's reads."""
+        m, cfg, ctl, v, vs, geo = self.m, self.cfg, self.ctl, self.v, self.vs, self.geo
+        pe = cfg.pe
+        R = pe.rows
+        self.active = active = Signal(name="mm_active")
+        self.walk = walk = _Walk("mm_rd", R, pe.cols)
+        plane = Signal.like(v.bits, name="mm_plane")
+        group = Signal.like(v.kgroups, name="mm_group")
+        self.wbit = wbit = Signal(32, name="mm_wbit")    # bit address of a streamed beat
+        srow = Signal(32, name="mm_srow")                 # source address of tile row 0, group 0
+        sgroup = Signal(32, name="mm_sgroup")             # bytes from there to the beat's group
+        sstride = v.kgroups * geo.group_bytes             # source bytes of one token row
+        with m.If(ctl["start"]):
+            walk.load(m, vs)
+            m.d.sync += [active.eq(1), plane.eq(0), group.eq(0), wbit.eq(vs.wgt << 3),
+                         srow.eq(vs.src), sgroup.eq(0)]
+        last_plane = plane == geo.planes - 1
+        last_group = group == v.kgroups - 1
+        self.group_end = Signal(name="mm_group_end")    # this beat ends its group
+        self.tile_end = Signal(name="mm_tile_end")      # ... and its tile
+        m.d.comb += [self.group_end.eq(active & last_plane),
+                     self.tile_end.eq(active & last_plane & last_group)]
+        with m.If(active):
+            m.d.sync += [plane.eq(plane + 1), wbit.eq(wbit + pe.cols * geo.lane_bits)]
+            with m.If(last_plane):
+                m.d.sync += [plane.eq(0), group.eq(group + 1),
+                             sgroup.eq(sgroup + geo.group_bytes)]
+                with m.If(last_group):
+                    m.d.sync += [group.eq(0), sgroup.eq(0)]
+                    walk.step(m, v)
+                    with m.If(walk.last_col):
+                        # the next row tile reads the weights from their start again
+                        m.d.sync += [wbit.eq(v.wgt << 3), srow.eq(srow + sstride * R)]
+                    with m.If(walk.last):
+                        m.d.sync += active.eq(0)
+        for r, rp in enumerate(self.src_rd):
+            row = Mux(r < walk.rows_left, sstride * r, 0)
+            m.d.comb += [rp.addr.eq(srow + row + sgroup), rp.en.eq(active)]
+        m.d.comb += [self.wgt_rd.addr.eq(wbit >> 3), self.wgt_rd.en.eq(active & ~geo.gather)]
+        for r, rp in enumerate(self.acc_rd):
+            m.d.comb += [rp.addr.eq(walk.acc_addr(v, r)), rp.en.eq(active & v.accumulate)]
+        # what the array takes with the data, one cycle later
+        self.beat_valid = Signal(name="mm_beat_valid")
+        self.beat_first, self.beat_last = Signal(name="mm_first"), Signal(name="mm_last")
+        self.beat_plane = Signal.like(plane, name="mm_beat_plane")
+        self.beat_shift = Signal(3, name="mm_beat_shift")
+        m.d.sync += [self.beat_valid.eq(active), self.beat_first.eq((plane == 0) & (group == 0)),
+                     self.beat_last.eq(last_plane & last_group), self.beat_plane.eq(plane),
+                     self.beat_shift.eq(wbit[:3])]
+
+    def lane_words(self):
+        """Each lane's word of a streamed beat (`geo.lane_bits` wide, zero-extended)."""
+        words = self.wgt_rd.data >> self.beat_shift
+        out = []
+        for c in range(self.cfg.pe.cols):
+            w = Const(0, max(self.geo.lane_widths))
+            for width in self.geo.lane_widths:
+                w = Mux(self.geo.lane_bits == width, words[c * width:(c + 1) * width], w)
+            out.append(w)
+        return out
+
+    def feed_common(self, p):
+        """The beat's control and the tile's accumulators (`psum`, used on its first beat)."""
+        m, v = self.m, self.v
+        m.d.comb += [self.pe.i.valid.eq(self.beat_valid), p.plane.eq(self.beat_plane),
+                     p.first.eq(self.beat_first), p.last.eq(self.beat_last)]
+        bits = 8 * ACC_BYTES
+        for r, rp in enumerate(self.acc_rd):
+            for c in range(self.cfg.pe.cols):
+                old = rp.data[c * bits:(c + 1) * bits]
+                m.d.comb += p.psum[r][c].eq(Mux(v.accumulate, old, 0))
+
+    def write_back(self):
+        """Each tile's result into the accumulators as it leaves the array; the last tile's
+        write is the instruction's last cycle."""
+        m, ctl, v, pe = self.m, self.ctl, self.v, self.cfg.pe
+        o = self.pe.o
+        walk = _Walk("mm_wr", pe.rows, pe.cols)
+        with m.If(ctl["start"]):
+            walk.load(m, self.vs)
+        with m.If(o.valid):
+            walk.step(m, v)
+        cols = Mux(walk.last_col, walk.cols_left, pe.cols)
+        for r, wp in enumerate(self.acc_wr):
+            lanes = [Signal(signed(8 * ACC_BYTES), name=f"mm_res_{r}_{c}")
+                     for c in range(pe.cols)]
+            m.d.comb += [lane.eq(o.payload[r][c]) for c, lane in enumerate(lanes)]
+            m.d.comb += [wp.addr.eq(walk.acc_addr(v, r)), wp.data.eq(Cat(*lanes)),
+                         wp.count.eq(Mux(o.valid & (r < walk.rows_left), cols * ACC_BYTES, 0))]
+        m.d.comb += ctl["last"].eq(o.valid & walk.last)
+
+
+class _Lmma(_Matmul):
+    """`lmma` on the `LutPEArray`: tables from the table buffer, a `planes` or `indices` image."""
+
+    OP, ARRAY, SOURCE = Opcode.LMMA, LutPEArray, Buffer.TABLE
+
+    def source_bytes(self):
+        return table_geometry(self.cfg)["entries"] * self.cfg.table_entry_bytes
+
+    def feed(self, p):
+        m, cfg = self.m, self.cfg
+        self.feed_common(p)
+        m.d.comb += p.mode.eq(self.v.mode)
+        for c, word in enumerate(self.lane_words()):
+            m.d.comb += p.idx[c].eq(word)
+        bits = 8 * cfg.table_entry_bytes
+        for r, rp in enumerate(self.src_rd):
+            for e in range(len(p.tables[r])):
+                m.d.comb += p.tables[r][e].eq(rp.data[e * bits:(e + 1) * bits])
+
+
+class _Bsmm(_Matmul):
+    """`bsmm` on the `BitSerialPEArray`: int8 activations from the activation buffer, a `planes`
+    image (uniform) or the centroids `cbx` wrote (codebook: the top plane is a sign plane)."""
+
+    OP, ARRAY, SOURCE = Opcode.BSMM, BitSerialPEArray, Buffer.ACT
+
+    def source_bytes(self):
+        return self.cfg.pe.group * self.cfg.pe.act_bits // 8
+
+    def ports(self):
+        """One port per lane for the centroids: lane c's group j at `wgt + (nt * C + c) *
+        row + j * g * cb` (row: one output's centroid bytes; lanes past `n` read lane 0)."""
+        gbytes = _Geometry.centroid_row_bytes(self.cfg, 1)
+        self.cb_rd = [self.b.spad[Buffer.WEIGHT].read_port(gbytes)
+                      for _ in range(self.cfg.pe.cols)]
+
+    def sequencer(self):
+        super().sequencer()
+        m, cfg, v, vs = self.m, self.cfg, self.v, self.vs
+        pe = cfg.pe
+        gbytes = _Geometry.centroid_row_bytes(cfg, 1)
+        row = v.kgroups * gbytes                           # one output's centroids
+        tile = Signal(32, name="mm_cb_tile")               # lane 0's centroids of the tile
+        grp = Signal(32, name="mm_cb_group")               # bytes from there to the group
+        with m.If(self.ctl["start"]):
+            m.d.sync += [tile.eq(vs.wgt), grp.eq(0)]
+        with m.If(self.group_end):
+            m.d.sync += grp.eq(grp + gbytes)
+            with m.If(self.tile_end):
+                m.d.sync += [grp.eq(0), tile.eq(Mux(self.walk.last_col, v.wgt,
+                                                    tile + row * pe.cols))]
+        for c, rp in enumerate(self.cb_rd):
+            lane = Mux(c < self.walk.cols_left, row * c, 0)
+            m.d.comb += [rp.addr.eq(tile + lane + grp), rp.en.eq(self.active & self.geo.gather)]
+
+    def feed(self, p):
+        m, cfg, geo = self.m, self.cfg, self.geo
+        pe = cfg.pe
+        self.feed_common(p)
+        m.d.comb += p.sign.eq(geo.gather & (self.beat_plane == pe.centroid_bits - 1))
+        cbits = pe.centroid_bits
+        for c, (word, rp) in enumerate(zip(self.lane_words(), self.cb_rd, strict=True)):
+            planes = Cat(*(rp.data[k * cbits:(k + 1) * cbits].bit_select(self.beat_plane, 1)
+                           for k in range(pe.group)))
+            m.d.comb += p.w[c].eq(Mux(geo.gather, planes, word))
+        abits = pe.act_bits
+        for r, rp in enumerate(self.src_rd):
+            for k in range(pe.group):
+                m.d.comb += p.x[r][k].eq(rp.data[k * abits:(k + 1) * abits])

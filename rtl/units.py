@@ -18,11 +18,12 @@ from amaranth.lib import wiring
 from arch.isa import Opcode
 
 from .bitserial_pe import BitSerialPEArray
+from .core import SUPPORTED, Core
 from .lut_pe import LutPEArray
 from .mac_pe import MacPEArray
 from .table_unit import TableUnit
 
-__all__ = ["Unit", "UNITS", "unit", "units_of", "timing_errors", "check_timing",
+__all__ = ["Unit", "UNITS", "CORE", "unit", "units_of", "timing_errors", "check_timing",
            "payload_layouts", "output_port"]
 
 #: What a `Pipeline` field is called in a message.
@@ -89,6 +90,13 @@ UNITS = (
 )
 
 
+#: The core: every config has one. Its timing facts are its own construction
+#: (`rtl.core.CorePipeline`): the DMA setup, the queue hand-over and the vector unit's depth.
+CORE = Unit("core", Core, "any", SUPPORTED,
+            (("dma_setup", "dma_setup"), ("dispatch_latency", "dispatch_latency"),
+             ("vector_latency", "depth")))
+
+
 def unit(name):
     """The `Unit` called `name` (raises `KeyError` naming the known ones)."""
     for u in UNITS:
@@ -103,8 +111,9 @@ def units_of(cfg):
 
 
 def timing_errors(cfg):
-    """Every disagreement between `cfg.timing` and the units of `cfg`'s kind, as messages."""
-    return [e for u in units_of(cfg) for e in u.timing_errors(cfg)]
+    """Every disagreement between `cfg.timing` and the units of `cfg`'s kind and the core, as
+    messages."""
+    return [e for u in units_of(cfg) + (CORE,) for e in u.timing_errors(cfg)]
 
 
 def check_timing(cfg):

@@ -39,9 +39,10 @@ __all__ = ["designs", "export", "lint", "synth", "pnr", "build", "compare", "Pnr
 
 
 def designs(cfg):
-    """`{name: component}` of the RTL units of `cfg.pe.kind` (`rtl.units.UNITS`)."""
+    """`{name: component}` of the RTL units of `cfg.pe.kind` (`rtl.units.UNITS`), each on its own
+    for its resource figures, and the whole core (`rtl.units.CORE`)."""
     from . import units
-    return {u.name: u.build(cfg) for u in units.units_of(cfg)}
+    return {u.name: u.build(cfg) for u in units.units_of(cfg) + (units.CORE,)}
 
 
 def export(cfg, out_dir):

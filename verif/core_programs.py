@@ -130,7 +130,7 @@ def _counter_full(cfg):
     vs = [vsum(rows=1, cols=16, act=16 * i, sums=4 * i, signal=[S]) for i in range(depth + 1)]
     st = [store(sram=4 * i, dram=2048 + 4 * i, row_bytes=4, wait=[V, L] if i == 0 else [V])
           for i in range(depth + 1)]
-    return program([load(sram=1024, signal=[S])] + vs + st)
+    return program([load(sram=1024, rows=4, row_bytes=1000, signal=[S])] + vs + st)
 
 
 MICRO = {
