@@ -62,13 +62,20 @@ def lloyd_sorted(s, k, prefix=None, start=None, max_iter=MAX_ITER):
 
 
 def _means(prefix, ends, old):
-    """Means of the runs s[ends[i]:ends[i+1]]; an empty run keeps its old centroid."""
+    """Means of the runs s[ends[i]:ends[i+1]]; an empty run keeps its old centroid.
+
+    The runs are in order, so their means are non-decreasing; but a mean taken as a difference of
+    prefix sums is rounded, and an empty run's kept centroid can then sit an ulp above the next
+    run's mean of the same values. The running maximum restores the order (it moves a mean by at
+    most that rounding)."""
     cnt = ends[1:] - ends[:-1]
     pe = prefix[ends]
     sums = pe[1:] - pe[:-1]
     if cnt.all():
-        return sums / cnt
-    return np.where(cnt > 0, sums / np.maximum(cnt, 1), old)
+        means = sums / cnt
+    else:
+        means = np.where(cnt > 0, sums / np.maximum(cnt, 1), old)
+    return np.maximum.accumulate(means)
 
 
 def nearest_code(x, centroids):
