@@ -38,20 +38,22 @@ TARGETS = ("ecp5", "xilinx", "cmos")
 __all__ = ["designs", "export", "lint", "synth", "pnr", "build", "compare", "PnrShell"]
 
 
-def designs(cfg):
+def designs(cfg, names=None):
     """`{name: component}` of the RTL units of `cfg.pe.kind` (`rtl.units.UNITS`), each on its own
-    for its resource figures, and the whole core (`rtl.units.CORE`)."""
+    for its resource figures, and the whole core (`rtl.units.CORE`); `names` keeps only those."""
     from . import units
-    return {u.name: u.build(cfg) for u in units.units_of(cfg) + (units.CORE,)}
+    return {u.name: u.build(cfg) for u in units.units_of(cfg) + (units.CORE,)
+            if names is None or u.name in names}
 
 
-def export(cfg, out_dir):
-    """Write `<design>.v` and `<design>.ports.json` for every design; returns `{name: path}`."""
+def export(cfg, out_dir, names=None):
+    """Write `<design>.v` and `<design>.ports.json` for every design (or those in `names`);
+    returns `{name: path}`."""
     from amaranth.back import verilog
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, comp in designs(cfg).items():
+    for name, comp in designs(cfg, names).items():
         path = out_dir / f"{name}.v"
         atomic_write(path, verilog.convert(comp, name=name, emit_src=False))
         atomic_write(out_dir / f"{name}.ports.json",
@@ -228,11 +230,13 @@ def pnr(cfg, out_dir, freq_mhz=None):
     return results
 
 
-def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=print):
-    """Export, lint, synthesize, place and route, and write the report. Returns the report."""
+def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=print,
+          names=None):
+    """Export, lint, synthesize, place and route, and write the report (of every design, or
+    those in `names`). Returns the report."""
     out_dir = Path(out_dir or ROOT / "build" / "verilog" / cfg.tag)
     t0 = time.time()
-    paths = export(cfg, out_dir)
+    paths = export(cfg, out_dir, names)
     log(f"verilog: wrote {', '.join(str(p) for p in paths.values())}")
     report = {"tag": cfg.tag, "config": str(cfg.source), "kind": cfg.pe.kind,
               "clock_mhz": cfg.clock_mhz, "pe": dataclasses.asdict(cfg.pe),

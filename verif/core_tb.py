@@ -19,7 +19,7 @@ from rtl.core import DMA_CMD, Core, ErrCode, event_layout
 
 from .dram_model import DramModel
 
-__all__ = ["CoreRun", "CoreDriver", "run", "first_difference", "program_depth"]
+__all__ = ["CoreRun", "CoreDriver", "run", "first_difference", "program_depth", "assert_agrees"]
 
 
 @dataclass
@@ -106,7 +106,7 @@ class CoreDriver:
                        self.get("err_index"), self.log)
 
 
-def run(cfg, program, max_cycles=200_000, vcd=None):
+def run_core(cfg, program, max_cycles=200_000, vcd=None):
     """Run `program` (an `arch.program.Program`) on the core for `cfg` under the Amaranth
     simulator; returns a `CoreRun`."""
     from amaranth.sim import Simulator
@@ -149,14 +149,51 @@ def run(cfg, program, max_cycles=200_000, vcd=None):
     return out["run"]
 
 
+run = run_core
+
+
 def first_difference(program, rtl_log, model_log):
-    """The first instruction (in program order) whose events differ, as one line, or None."""
+    """The first instruction (in program order) whose events differ, as one line naming both
+    cycles, the tokens it waited for and the instruction that signalled each (the newest
+    earlier one of that unit that signals this one's unit), with their cycles; or None."""
     from arch import isa
+    insns = [isa.decode(w, i) for i, w in enumerate(program.words)]
     for i in sorted(set(rtl_log) | set(model_log)):
         a, b = rtl_log.get(i, {}), model_log.get(i, {})
         for key in ("dispatch", "start", "end", "retire"):
             if a.get(key) != b.get(key):
-                name = isa.decode(program.words[i]).op.name.lower()
-                return (f"insn {i} {name}: {key} RTL {a.get(key)} vs model {b.get(key)} "
-                        f"(RTL {a}, model {b})")
+                insn = insns[i]
+                waits = []
+                for u in Unit:
+                    if insn.wait >> u.value & 1:
+                        j = next((j for j in range(i - 1, -1, -1) if insns[j].unit is u
+                                  and insns[j].signal >> insn.unit.value & 1), None)
+                        who = (f"insn {j} {insns[j].op.name.lower()} (RTL {rtl_log.get(j)}, "
+                               f"model {model_log.get(j)})" if j is not None else "none")
+                        waits.append(f"{u.name.lower()} from {who}")
+                return (f"insn {i} {insn.op.name.lower()} ({insn.unit.name.lower()}): {key} "
+                        f"RTL {a.get(key)} vs model {b.get(key)} (RTL {a}, model {b}); "
+                        f"waits: {'; '.join(waits) or 'none'}")
     return None
+
+
+def assert_agrees(cfg, program, run=None, what="program"):
+    """Run `program` on the functional executor and the cycle model (and, unless `run` is
+    given, on the core under the Amaranth simulator) and assert that the core stopped normally,
+    that its DRAM equals the executor's bit for bit, and that every instruction's events and the
+    total equal the model's. Returns (core run, the model's log)."""
+    from sim.cycle import simulate
+    from sim.executor import Executor
+    ex = Executor(cfg, program)
+    ex.run()
+    res, model = simulate(cfg, program)
+    run = run_core(cfg, program) if run is None else run
+    assert run.error is ErrCode.NONE, \
+        f"{what}: the core stopped with {run.error.name} at insn {run.err_index}"
+    bad = np.flatnonzero(run.dram != ex.dram)
+    assert bad.size == 0, (f"{what}: the DRAM after the run differs from the executor's at "
+                           f"{bad.size} bytes, first {bad[0]:#x}" if bad.size else "")
+    diff = first_difference(program, run.log, model.log)
+    assert diff is None, f"{what}: {diff}"
+    assert run.cycles == res.cycles, f"{what}: RTL {run.cycles} cycles vs model {res.cycles}"
+    return run, model.log

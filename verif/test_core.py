@@ -24,18 +24,7 @@ L, V, S = Unit.LOAD, Unit.VECTOR, Unit.STORE
 
 
 def agree(prog, cfg=CFG):
-    """Run `prog` on the executor, the cycle model and the core; assert they agree; return
-    (core run, model log)."""
-    ex = Executor(cfg, prog)
-    ex.run()
-    res, model = simulate(cfg, prog)
-    rtl = core_tb.run(cfg, prog)
-    assert rtl.error is ErrCode.NONE, f"core stopped: {rtl.error.name} at insn {rtl.err_index}"
-    assert np.array_equal(rtl.dram, ex.dram), "DRAM after the run differs from the executor's"
-    diff = core_tb.first_difference(prog, rtl.log, model.log)
-    assert diff is None, diff
-    assert rtl.cycles == res.cycles, (rtl.cycles, res.cycles)
-    return rtl, model.log
+    return core_tb.assert_agrees(cfg, prog)
 
 
 def dma_cycles(rows, row_bytes):
@@ -188,15 +177,7 @@ def test_core_on_hdl_simulator(simulator):
         pytest.skip(str(e))
     assert set(runs) == set(cases)
     for name, prog in cases.items():
-        got = runs[name]
-        ex = Executor(CFG, prog)
-        ex.run()
-        res, model = simulate(CFG, prog)
-        assert got.error is ErrCode.NONE, f"{name}: {got.error.name} at insn {got.err_index}"
-        assert np.array_equal(got.dram, ex.dram), f"{name}: DRAM differs from the executor's"
-        diff = core_tb.first_difference(prog, got.log, model.log)
-        assert diff is None, f"{name} (seed={s}): {diff}"
-        assert got.cycles == res.cycles, name
+        core_tb.assert_agrees(CFG, prog, runs[name], f"{name} (seed={s})")
 
 
 # -- `bitlut exec`: a user checks their own program ----------------------------------------------

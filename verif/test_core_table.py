@@ -23,7 +23,6 @@ from rtl import table_seq
 from rtl.common import INSN
 from rtl.core import ErrCode
 from rtl.table_unit import TableUnit, codebook_bits
-from sim.cycle import simulate
 from sim.executor import Executor
 
 from . import core_tb
@@ -129,15 +128,7 @@ def check(p, what):
     ex = Executor(cfg, prog)
     ex.run()
     assert not np.array_equal(ex.dram, prog.dram), f"{what}: the program stores nothing new"
-    res, model = simulate(cfg, prog)
-    r = core_tb.run(cfg, prog)
-    assert r.error is ErrCode.NONE, f"{what}: core stopped with {r.error.name} at {r.err_index}"
-    diff = np.flatnonzero(r.dram != ex.dram)
-    assert diff.size == 0, f"{what}: DRAM differs from the executor's at bytes {diff[:8]}"
-    first = core_tb.first_difference(prog, r.log, model.log)
-    assert first is None, f"{what}: {first}"
-    assert r.cycles == res.cycles, f"{what}: RTL {r.cycles} cycles vs model {res.cycles}"
-    return r
+    return core_tb.assert_agrees(cfg, prog, what=what)[0]
 
 
 def acts(rng, shape, kind="random"):

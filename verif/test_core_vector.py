@@ -23,7 +23,6 @@ from arch.program import Program
 from rtl import vector_unit
 from rtl.common import INSN
 from rtl.core import Core, ErrCode
-from sim.cycle import simulate
 from sim.executor import ExecError, Executor
 
 from . import core_tb
@@ -39,19 +38,7 @@ ALIGN = 16                      # the compiler's region alignment
 def agree(prog, cfg=CFG):
     """Run `prog` on the executor, the cycle model and the core; assert they agree; return the
     core's run."""
-    ex = Executor(cfg, prog)
-    ex.run()
-    res, model = simulate(cfg, prog)
-    rtl = core_tb.run(cfg, prog)
-    assert rtl.error is ErrCode.NONE, f"core stopped: {rtl.error.name} at insn {rtl.err_index}"
-    if not np.array_equal(rtl.dram, ex.dram):
-        bad = np.flatnonzero(rtl.dram != ex.dram)
-        raise AssertionError(f"DRAM after the run differs from the executor's at {bad.size} "
-                             f"bytes, first {bad[0]:#x}")
-    diff = core_tb.first_difference(prog, rtl.log, model.log)
-    assert diff is None, diff
-    assert rtl.cycles == res.cycles, (rtl.cycles, res.cycles)
-    return rtl
+    return core_tb.assert_agrees(cfg, prog)[0]
 
 
 class Bench:

