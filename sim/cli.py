@@ -39,6 +39,9 @@ def register(sub):
                    choices=["verilator", "icarus", "amaranth"],
                    help="also run the RTL core (default simulator: verilator, built once per "
                         "config under build/cocotb/)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="with --rtl: Chrome/Perfetto trace of the core and the cycle model side "
+                        "by side")
     p.set_defaults(func=exec_cmd)
 
 
@@ -243,6 +246,9 @@ def exec_cmd(args):
             diff = first_difference(prog, run.log, model.log)
             rows.append((f"RTL core ({args.rtl})", "outputs equal" if same else "outputs DIFFER",
                          f"{run.cycles:,} cycles"))
+            if args.trace:
+                from verif.core_tb import write_traces
+                write_traces(args.trace, prog, run.log, model.log)
             ok = ok and same and run.cycles == res.cycles and diff is None
     width = max(len(r[0]) for r in rows)
     for name, what, cycles in rows:

@@ -196,7 +196,7 @@ def _exec(tmp_path, prog, *extra):
 
 
 def test_exec_command_agrees_on_a_program(tmp_path):
-    r = _exec(tmp_path, cp.MICRO["token"](CFG), "--rtl", "amaranth")
+    r = _exec(tmp_path, cp.MICRO["token"](CFG), "--rtl", "amaranth", "--trace", tmp_path / "t.json")
     assert r.returncode == 0, r.stdout + r.stderr
     res, _ = simulate(CFG, cp.MICRO["token"](CFG))
     lines = r.stdout.splitlines()
@@ -205,6 +205,12 @@ def test_exec_command_agrees_on_a_program(tmp_path):
                and "outputs equal" in x for x in lines)
     assert "first instruction whose timing differs: none" in r.stdout
     assert lines[-1] == "agree"
+    # the trace: both runs side by side, the same spans on each (3 instructions, 2 of them DMA)
+    import json
+    trace = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    spans = {pid: sorted((e["name"], e["ts"], e["dur"]) for e in trace
+                         if e["ph"] == "X" and e["pid"] == pid) for pid in (1, 2)}
+    assert len(spans[1]) == 3 + 2 and spans[1] == spans[2]
 
 
 def test_exec_command_fails_when_the_core_cannot_run_it(tmp_path):
