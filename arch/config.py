@@ -84,8 +84,9 @@ class Timing:
     vector_latency: int = 13     # vector unit pipeline depth (rtl.vector_unit.DEPTH)
     dma_setup: int = 4           # cycles to issue one DMA command
     dispatch_latency: int = 1    # cycles from dispatch into a unit queue to the earliest start
-    matmul_overhead: int = 2     # lmma/bsmm: cycles besides the beats and pe_latency (the
-    #                              sequencer's start and the scratchpad read before the array)
+    matmul_overhead: int = 2     # lmma/bsmm/mma: cycles besides the beats (mma: the folds)
+    #                              and pe_latency (the sequencer's start and the scratchpad read
+    #                              before the array)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ the RTL tests measure (DESIGN.md section 9: one event per instruction, not per t
 - Bit-serial array: the same walk with `bits` planes (the centroid width in codebook mode).
 - MAC array (weight-stationary, as SCALE-Sim v3 models it): `ceil(K / R) * ceil(n / C)` folds,
   each `2R + C + rows - 2` cycles (weight preload R, skew R - 1, stream `rows`, drain C - 1)
-  plus the PE's `pe_latency`.
+  plus the PE's `pe_latency`, plus the sequencer's `matmul_overhead` once per instruction.
 - Table unit: one table (one row, one group) per `table_ii` cycles, after the scratchpad read
   in front of the table unit; `gather` and `cbx` one chunk of `pe.cols` elements of a row per
   cycle, after two scratchpad reads (`rtl.table_seq`).
@@ -47,17 +47,26 @@ def matmul_cycles(config, op, rows, n, kgroups, planes):
     LUT and bit-serial: the tiles' beats back to back, then `pe_latency` once, plus
     `matmul_overhead` (`rtl.matmul_unit.OVERHEAD`: the sequencer's start and the scratchpad
     read before the first beat reaches the array; the last tile is written back in the cycle
-    it leaves the array). MAC: each fold occupies the array for SCALE-Sim's `2R + C + rows - 2`
-    plus the PE's `pe_latency` (the RTL loads the next fold's weights only once the array has
-    drained; verif/benches.py pins it on the RTL), so a config with `pe_latency: 0` is
-    SCALE-Sim's ideal array."""
+    it leaves the array). MAC: the folds back to back (`mac_fold_cycles`), plus the same
+    `matmul_overhead` once (the start, and the read of the first weight row before the array
+    takes it; the last fold's last result is written in the cycle it leaves the array)."""
     pe, t = config.pe, config.timing
     if op is Opcode.MMA:
         k = kgroups * pe.group
-        return math.ceil(k / pe.rows) * math.ceil(n / pe.cols) * (2 * pe.rows + pe.cols
-                                                                    + rows - 2 + t.pe_latency)
+        return (math.ceil(k / pe.rows) * math.ceil(n / pe.cols) * mac_fold_cycles(config, rows)
+                + t.matmul_overhead)
     return (math.ceil(rows / pe.rows) * math.ceil(n / pe.cols) * kgroups * planes * t.pe_ii
             + t.pe_latency + t.matmul_overhead)
+
+
+def mac_fold_cycles(config, rows):
+    """Cycles one weight-stationary fold of `rows` token rows occupies the MAC array, from its
+    first weight row to the next fold's: SCALE-Sim's `2R + C + rows - 2` plus the PE's
+    `pe_latency` (the RTL loads the next fold's weights only once the array has drained;
+    verif/benches.py pins it on the array, `rtl.matmul_unit.mma_fold_cycles` is the core's), so
+    a config with `pe_latency: 0` is SCALE-Sim's ideal array."""
+    pe = config.pe
+    return 2 * pe.rows + pe.cols + rows - 2 + config.timing.pe_latency
 
 
 def matmul_count(config, op, rows, n, kgroups, planes):

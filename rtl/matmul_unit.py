@@ -1,14 +1,19 @@
-"""The matmul unit of the core: the `lmma` and `bsmm` sequencers around the LUT and bit-serial
-PE arrays (`mma` on the MAC array to come).
+"""The matmul unit of the core: the `lmma`, `bsmm` and `mma` sequencers around the LUT,
+bit-serial and MAC PE arrays.
 
 Ref: LUT Tensor Core (ISCA'25) §3.2.2 Fig. 9 (tables broadcast along N, weight indices along M,
-one bit plane per cycle); bit_serial.md §4 (the weight-serial walk); arch/image.py (the weight
-images and the scratchpad layouts); sim/executor.py `_lmma`, `_bsmm` (the bit-exact semantics).
+one bit plane per cycle); bit_serial.md §4 (the weight-serial walk); SCALE-Sim (ISPASS'20) the
+weight-stationary fold (`mma`); arch/image.py (the weight images and the scratchpad layouts);
+sim/executor.py `_lmma`, `_bsmm`, `_mma` (the bit-exact semantics).
 
 A unit module of `rtl.core` (see `rtl/vector_unit.py` for the interface). The PE array of the
-config's kind is instantiated as it is (`LutPEArray(cfg)`, `BitSerialPEArray(cfg)`), its output
-always ready, so it never stalls. The sequencer walks the instruction's tiles, `ceil(rows /
-pe.rows)` row tiles by `ceil(n / pe.cols)` column tiles, each `kgroups` groups of `planes` beats
+config's kind is instantiated as it is (`LutPEArray(cfg)`, `BitSerialPEArray(cfg)`,
+`MacPEArray(cfg)`), its output always ready, so it never stalls. `lmma` and `bsmm` are below;
+`mma` walks weight-stationary folds instead (`_Mma`: R weight rows, the token rows, the drain;
+`mma_fold_cycles` a fold, plus `OVERHEAD` once: `arch.timing.matmul_cycles`).
+
+The `lmma` / `bsmm` sequencer walks the instruction's tiles, `ceil(rows / pe.rows)` row tiles
+by `ceil(n / pe.cols)` column tiles, each `kgroups` groups of `planes` beats
 (`arch.timing.matmul_planes`: lmma uniform `bits`, codebook one lookup; bsmm `bits`, the
 centroid width in codebook mode), one beat a cycle. Each beat reads, in the same cycle:
 
@@ -36,7 +41,7 @@ written in that cycle, the instruction's last. So an instruction of B beats take
 `OVERHEAD`.
 """
 
-from amaranth.hdl import Cat, Const, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data
 
 from arch.isa import Buffer, Mode, Opcode, Unit
@@ -45,12 +50,13 @@ from bitlut.formats import CODEBOOK_BITS
 from .bitserial_pe import BitSerialPEArray
 from .common import INSN
 from .lut_pe import LutPEArray
+from .mac_pe import MacPEArray
 from .scratchpad import LATENCY as SPAD_LATENCY
 from .table_unit import table_geometry
 
-__all__ = ["OPCODES", "SETUP", "OVERHEAD", "in_range", "build"]
+__all__ = ["OPCODES", "SETUP", "OVERHEAD", "mma_fold_cycles", "in_range", "build"]
 
-OPCODES = (Opcode.LMMA, Opcode.BSMM)
+OPCODES = (Opcode.LMMA, Opcode.BSMM, Opcode.MMA)
 
 #: Cycles before the first beat's reads: the start cycle, in which the sequencer takes the fields.
 SETUP = 1
@@ -60,6 +66,20 @@ SETUP = 1
 OVERHEAD = SETUP + SPAD_LATENCY
 
 ACC_BYTES = 4       # one int32 accumulator (arch.image.ACC)
+
+
+def mma_fold_cycles(cfg, rows):
+    """Cycles one `mma` fold occupies the MAC array, as the sequencer walks it: R weight rows,
+    `rows` token rows, then the array's `pipeline_for(cfg).latency` (its depth and the
+    systolic skew) until the last result leaves, in whose cycle the next fold's weights are read.
+    `arch.timing.matmul_cycles`' `2R + C + rows - 2 + pe_latency` with `pe_latency` the depth."""
+    return cfg.pe.rows + rows + MacPEArray.pipeline_for(cfg).latency
+
+
+def _mma_weight_port_bytes(cfg):
+    """Bytes one lane reads for one weight: a b-bit code at any bit address, or a centroid."""
+    pe = cfg.pe
+    return max(-(-(7 + max(pe.weight_bits)) // 8), pe.centroid_bits // 8)
 
 
 # -- geometry of one instruction: sizes as functions of the fields ----------------------------
@@ -82,7 +102,8 @@ def _tiles(count, size):
 
 
 class _Geometry:
-    """The sizes of matmul view `v` (`op`'s format) on `cfg`, as expressions of its fields.
+    """The sizes of matmul view `v` (`op`'s format) on `cfg`, as expressions of its fields
+    (`mma`: `ok`, `group_bytes` and `weight_bytes` only, what `in_range` reads).
 
     Members
     -------
@@ -100,6 +121,15 @@ class _Geometry:
         pe = cfg.pe
         uniform = v.mode == Mode.UNIFORM
         self.gather = Const(0)
+        if op is Opcode.MMA:
+            # `codes` [n, K] b bits each (`arch.image.matmul_layout`), or the centroids [n, K]
+            # `cbx` wrote; the executor reads a codebook block's centroids whatever its `bits`
+            k = v.kgroups * pe.group
+            self.ok = Mux(uniform, v.bits <= max(pe.weight_bits), 1)
+            self.group_bytes = Const(pe.group * pe.act_bits // 8)
+            self.weight_bytes = Mux(uniform, (v.n * k * v.bits + 7) >> 3,
+                                    v.n * k * (pe.centroid_bits // 8))
+            return
         if op is Opcode.LMMA:
             eb = cfg.table_entry_bytes
             cb = {b: cfg.codebook_group(b) * b for b in _codebook_bits(cfg)}
@@ -141,9 +171,7 @@ def in_range(op, v, cfg):
 # -- the unit -----------------------------------------------------------------------------------
 def build(b):
     """Adds the matmul unit for `b.cfg`'s PE kind to the core being elaborated."""
-    unit = {"lut": _Lmma, "bitserial": _Bsmm}.get(b.cfg.pe.kind)
-    if unit is not None:
-        unit(b).build()
+    {"lut": _Lmma, "bitserial": _Bsmm, "mac": _Mma}[b.cfg.pe.kind](b).build()
 
 
 class _Walk:
@@ -383,3 +411,182 @@ class _Bsmm(_Matmul):
         for r, rp in enumerate(self.src_rd):
             for k in range(pe.group):
                 m.d.comb += p.x[r][k].eq(rp.data[k * abits:(k + 1) * abits])
+
+
+class _Folds:
+    """The fold walk of one `mma`, K tiles inside N tiles: `k_left` / `cols_left` are the input
+    features and outputs from the current fold on (a fold's valid weight rows and result
+    columns are `min(left, size)`), `k_off` the fold's first feature, `col_off` the ACC bytes
+    from a token row's start to the fold's first column."""
+
+    def __init__(self, name, rows, cols):
+        self.rows, self.cols = rows, cols
+        self.k_left = Signal(17, name=f"{name}_k_left")
+        self.cols_left = Signal(17, name=f"{name}_cols_left")
+        self.k_off = Signal(17, name=f"{name}_k_off")
+        self.col_off = Signal(32, name=f"{name}_acc_col")
+        self.last_k = self.k_left <= rows
+        self.last_col = self.cols_left <= cols
+        self.last = self.last_k & self.last_col
+        self.next_col_off = Mux(self.last_k, self.col_off + ACC_BYTES * cols, self.col_off)
+
+    def load(self, m, k, n):
+        m.d.sync += [self.k_left.eq(k), self.cols_left.eq(n), self.k_off.eq(0),
+                     self.col_off.eq(0)]
+
+    def step(self, m, k):
+        """Move to the next fold (`k`: the instruction's input features)."""
+        m.d.sync += self.col_off.eq(self.next_col_off)
+        with m.If(self.last_k):
+            m.d.sync += [self.k_left.eq(k), self.k_off.eq(0),
+                         self.cols_left.eq(self.cols_left - self.cols)]
+        with m.Else():
+            m.d.sync += [self.k_left.eq(self.k_left - self.rows),
+                         self.k_off.eq(self.k_off + self.rows)]
+
+
+class _Mma:
+    """`mma` on the `MacPEArray`: int8 activations [rows, K] from the activation buffer, `codes`
+    [n, K] of `bits` bits (uniform) or the centroids [n, K] `cbx` wrote (codebook), int32
+    accumulators [rows, n].
+
+    The folds (`_Folds`) run back to back, each `mma_fold_cycles` of the array's own timing: weight
+    row r of the fold (feature `k_off + r`, the fold's C outputs) is read in step r, one port per
+    lane (a lane's weights are one row of the [n, K] image, so a weight row is a column of it);
+    token row t's R features and its C accumulators in step R + t; then the array drains for
+    its `pipeline_for(cfg).latency`, in whose last cycle the fold's last result leaves and the
+    next fold's first weight row is read, which the array takes in the next cycle, the first
+    with no activation in flight. The accumulators are the array's `psum`: the first K tile adds
+    to them only for `accumulate = 1`, later K tiles always, so each fold's result is the running
+    sum and is written over them as it leaves the array (the next K tile of the same outputs
+    reads a row long after it was written). Features past K read zero activations (their
+    weights are the bits after the row, times zero); lanes past `n` read lane 0's weights and
+    the bytes after the row's accumulators, and are not written.
+    """
+
+    def __init__(self, b):
+        self.b, self.m, self.cfg = b, b.m, b.cfg
+        self.ctl = b.ctl[Unit.MATMUL]
+        self.v = data.View(INSN, self.ctl["cur"].word).mma     # after the start cycle
+        self.vs = data.View(INSN, self.ctl["insn"]).mma        # in the start cycle
+
+    def build(self):
+        m, b, pe = self.m, self.b, self.cfg.pe
+        self.pe = MacPEArray(self.cfg)
+        # the array keeps its weight-row count between beats: a run stopped part-way (an error
+        # in dispatch) must not leave it half-loaded for the next
+        m.submodules.macpearray = ResetInserter(b.core.start & ~b.run_state)(self.pe)
+        m.d.comb += self.pe.o.ready.eq(1)
+        self.wgt_rd = [b.spad[Buffer.WEIGHT].read_port(_mma_weight_port_bytes(self.cfg))
+                       for _ in range(pe.cols)]
+        self.act_rd = b.spad[Buffer.ACT].read_port(pe.rows * pe.act_bits // 8)
+        self.acc_rd = b.spad[Buffer.ACC].read_port(pe.cols * ACC_BYTES)
+        self.acc_wr = b.spad[Buffer.ACC].write_port(pe.cols * ACC_BYTES)
+        self.sequencer()
+        self.feed()
+        self.write_back()
+        with m.If(b.core.start & ~b.run_state):
+            m.d.sync += [self.active.eq(0), self.w_valid.eq(0), self.x_valid.eq(0)]
+
+    def sequencer(self):
+        """The walk of the folds, a step a cycle, and this step's reads."""
+        m, cfg, ctl, v, vs = self.m, self.cfg, self.ctl, self.v, self.vs
+        pe = cfg.pe
+        R, C = pe.rows, pe.cols
+        k = v.kgroups * pe.group
+        uniform = v.mode == Mode.UNIFORM
+        ebits = Mux(uniform, v.bits, pe.centroid_bits)     # bits of one weight in the buffer
+        lstride = k * ebits                                 # bits of one output's weights
+        self.active = active = Signal(name="mma_active")
+        self.folds = folds = _Folds("mma_rd", R, C)
+        fold_steps = mma_fold_cycles(cfg, v.rows)
+        step = Signal(range(mma_fold_cycles(cfg, 1 << len(v.rows))), name="mma_step")
+        wbit = Signal(32, name="mma_wbit")        # bit address of lane 0's weight of the row
+        nbase = Signal(32, name="mma_nbase")      # ... of lane 0's feature 0, this N tile
+        arow = Signal(32, name="mma_arow")        # activations of the token row, the fold's K
+        accrow = Signal(32, name="mma_accrow")    # accumulators of the row, the fold's columns
+        loading = Signal(name="mma_loading")
+        streaming = Signal(name="mma_streaming")
+        m.d.comb += [loading.eq(active & (step < R)),
+                     streaming.eq(active & (step >= R) & (step < R + v.rows))]
+        with m.If(ctl["start"]):
+            folds.load(m, vs.kgroups * pe.group, vs.n)
+            m.d.sync += [active.eq(1), step.eq(0), wbit.eq(vs.wgt << 3), nbase.eq(vs.wgt << 3)]
+        with m.If(active):
+            m.d.sync += step.eq(step + 1)
+        with m.If(loading):
+            m.d.sync += wbit.eq(wbit + ebits)      # R rows on: the next K tile's first row
+            with m.If(step == R - 1):
+                m.d.sync += [arow.eq(v.src + folds.k_off), accrow.eq(v.dst + folds.col_off)]
+        with m.If(streaming):
+            m.d.sync += [arow.eq(arow + k), accrow.eq(accrow + v.n * ACC_BYTES)]
+            with m.If((step == R + v.rows - 1) & folds.last):
+                m.d.sync += active.eq(0)
+        with m.If(active & (step == fold_steps - 1)):
+            m.d.sync += step.eq(0)
+            folds.step(m, k)
+            with m.If(folds.last_k):
+                m.d.sync += [wbit.eq(nbase + lstride * C), nbase.eq(nbase + lstride * C)]
+        use_acc = v.accumulate | (folds.k_off != 0)
+        self.shift = []
+        for c, rp in enumerate(self.wgt_rd):
+            addr = Signal(32, name=f"mma_wbit{c}")
+            m.d.comb += [addr.eq(wbit + Mux(c < folds.cols_left, lstride * c, 0)),
+                         rp.addr.eq(addr >> 3), rp.en.eq(loading)]
+            shift = Signal(3, name=f"mma_wshift{c}")
+            m.d.sync += shift.eq(addr[:3])
+            self.shift.append(shift)
+        m.d.comb += [self.act_rd.addr.eq(arow), self.act_rd.en.eq(streaming),
+                     self.acc_rd.addr.eq(accrow), self.acc_rd.en.eq(streaming & use_acc)]
+        # what the array takes with the data, one cycle later
+        self.w_valid, self.x_valid = Signal(name="mma_w_valid"), Signal(name="mma_x_valid")
+        self.x_rows = Signal.like(folds.k_left, name="mma_x_rows")    # the fold's features
+        self.use_acc = Signal(name="mma_use_acc")
+        m.d.sync += [self.w_valid.eq(loading), self.x_valid.eq(streaming),
+                     self.x_rows.eq(folds.k_left), self.use_acc.eq(use_acc)]
+
+    def feed(self):
+        """The weight rows (codes zero-extended, centroids sign-extended) and the token rows
+        (features past K zero, the old accumulators as `psum`) into the array."""
+        m, cfg, v = self.m, self.cfg, self.v
+        pe, p = cfg.pe, self.pe
+        m.d.comb += [p.w.valid.eq(self.w_valid), p.i.valid.eq(self.x_valid)]
+        wide = max(pe.weight_bits)
+        mask = ((Const(1, wide + 1) << v.bits) - 1)[:wide]
+        for c, (rp, shift) in enumerate(zip(self.wgt_rd, self.shift, strict=True)):
+            word = rp.data >> shift
+            code = word[:wide] & mask
+            centroid = word[:pe.centroid_bits].as_signed()
+            m.d.comb += p.w.payload.w[c].eq(Mux(v.mode == Mode.UNIFORM, code, centroid))
+        abits = pe.act_bits
+        for r in range(pe.rows):
+            x = self.act_rd.data[r * abits:(r + 1) * abits].as_signed()
+            m.d.comb += p.i.payload.x[r].eq(Mux(r < self.x_rows, x, 0))
+        bits = 8 * ACC_BYTES
+        for c in range(pe.cols):
+            old = self.acc_rd.data[c * bits:(c + 1) * bits].as_signed()
+            m.d.comb += p.i.payload.psum[c].eq(Mux(self.use_acc, old, 0))
+
+    def write_back(self):
+        """Each result row over its accumulators as it leaves the array, only the fold's valid
+        columns; the last fold's last row is the instruction's last cycle."""
+        m, ctl, v, pe = self.m, self.ctl, self.v, self.cfg.pe
+        o = self.pe.o
+        folds = _Folds("mma_wr", pe.rows, pe.cols)
+        row = Signal.like(v.rows, name="mma_wr_row")
+        addr = Signal(32, name="mma_wr_addr")
+        with m.If(self.ctl["start"]):
+            folds.load(m, self.vs.kgroups * pe.group, self.vs.n)
+            m.d.sync += [row.eq(0), addr.eq(self.vs.dst)]
+        last_row = row == v.rows - 1
+        with m.If(o.valid):
+            m.d.sync += [row.eq(row + 1), addr.eq(addr + v.n * ACC_BYTES)]
+            with m.If(last_row):
+                folds.step(m, v.kgroups * pe.group)
+                m.d.sync += [row.eq(0), addr.eq(v.dst + folds.next_col_off)]
+        cols = Mux(folds.last_col, folds.cols_left, pe.cols)
+        lanes = [Signal(signed(8 * ACC_BYTES), name=f"mma_res_{c}") for c in range(pe.cols)]
+        m.d.comb += [lane.eq(o.payload[c]) for c, lane in enumerate(lanes)]
+        m.d.comb += [self.acc_wr.addr.eq(addr), self.acc_wr.data.eq(Cat(*lanes)),
+                     self.acc_wr.count.eq(Mux(o.valid, cols * ACC_BYTES, 0)),
+                     ctl["last"].eq(o.valid & last_row & folds.last)]

@@ -10,7 +10,8 @@ last output write: `ceil(K/R) * ceil(N/C) * (2R + C + M - 2) - 1` (papers/peers.
 the sum of `arch.timing.matmul_cycles` over the MMA instructions the compiler emits for the same
 GEMM (all M rows in one row block, per-row scales so one k-step spans K), minus one for the same
 zero-based count, with `pe_latency` 0 (SCALE-Sim's array has no I/O registers; the RTL's add
-`pe_latency` cycles per fold). SCALE-Sim needs numpy < 2.4, so it runs in its own interpreter;
+`pe_latency` cycles per fold) and `matmul_overhead` 0 (nor a sequencer; the core's adds it once
+per instruction). SCALE-Sim needs numpy < 2.4, so it runs in its own interpreter;
 `--record` writes what it measured to `sim/data/scalesim_ws32.json`, which
 `tests/test_scalesim.py` reads.
 """
@@ -115,9 +116,10 @@ def ours(m, k, n, config=None):
     from compiler.tiling import Tiling
     from quant.random_layer import uniform_layer
     cfg = config or config_mod.load("mac")
-    # SCALE-Sim's array has no I/O registers: compare with ours at pe_latency 0 (the shipped
-    # RTL adds its pe_latency per fold on top, arch/timing.py)
-    cfg = cfg.replace(timing=dataclasses.replace(cfg.timing, pe_latency=0))
+    # SCALE-Sim's array has no I/O registers and no sequencer: compare with ours at pe_latency
+    # 0 and matmul_overhead 0 (the shipped RTL adds its pe_latency per fold and the sequencer's
+    # start and first read once per instruction on top, arch/timing.py)
+    cfg = cfg.replace(timing=dataclasses.replace(cfg.timing, pe_latency=0, matmul_overhead=0))
     # int8 codes, per-row scale 1 and zero point 0: one k-step spans K
     layer = uniform_layer(0, n, k, 8, group_size=k, name="gemm", scale_min=1.0, scale_spread=0.0,
                           zero=0)

@@ -9,7 +9,6 @@ measured latency against the pipeline) is the same code for every unit and backe
 from dataclasses import dataclass
 
 from arch import timing
-from arch.isa import Opcode
 from rtl import units
 from rtl.mac_pe import mac_weight_bits
 from rtl.table_unit import table_geometry
@@ -98,9 +97,9 @@ def _mac_folds(cfg, pipeline, sc, tr, where):
     for k0, k1 in zip(starts, starts[1:], strict=False):
         tokens = k1 - k0 - pe.rows
         fold = cyc[k1] - cyc[k0]
-        model = timing.matmul_cycles(cfg, Opcode.MMA, tokens, pe.cols, pe.rows // pe.group, 8)
+        model = timing.mac_fold_cycles(cfg, tokens)
         assert fold == model, f"{tag}: a fold of {tokens} tokens took {fold} cycles, " \
-                              f"arch.timing.matmul_cycles charges {model}"
+                              f"arch.timing.mac_fold_cycles charges {model}"
 
 
 def _table_scenarios(cfg, rng, n):
