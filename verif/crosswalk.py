@@ -1,8 +1,8 @@
 """`docs/units.md`, the crosswalk of units: for each RTL unit its class and file, its config kind,
 the opcodes it serves, the `cfg.timing` fields it must equal, and its tests; then the software
 side of the same opcodes: the functional executor's method, the `arch.timing` closed form, the
-cycle model's unit process and the report key. Opcodes that no RTL unit serves yet get one row
-per ISA unit, so the page shows what the RTL still lacks.
+cycle model's unit process and the report key. The opcodes whose datapath is the core's own (the
+DMA engines, the vector unit, the table unit's streams) get one row per ISA unit.
 
 Generated from `rtl.units.UNITS` (a test keeps the checked-in page current); regenerate with
 `python -m verif.crosswalk`. It lives in `verif` because that is the layer that may read every
@@ -17,6 +17,7 @@ from pathlib import Path
 from arch import timing
 from arch.isa import UNIT_OF, Opcode
 from rtl import units
+from rtl.core import SUPPORTED, UNIT_MODULES
 from sim.executor import Executor
 
 from . import test_cocotb, test_shipped, test_units
@@ -67,22 +68,37 @@ def row(unit):
     } | _software(unit.opcodes)
 
 
-def missing_rows():
-    """One row per ISA unit for the opcodes no RTL unit serves yet."""
+def _core_file(op):
+    """The file of the core's datapath for `op`: its unit module, or the core (DMA)."""
+    for module in UNIT_MODULES:
+        if op in module.OPCODES:
+            return module.__name__.replace(".", "/") + ".py"
+    return "rtl/core.py"
+
+
+def core_rows():
+    """One row per ISA unit for the opcodes whose datapath is the core's own (DMA, the vector
+    unit, the table unit's streams), and one for any opcode nothing runs yet."""
     served = {op for u in units.UNITS for op in u.opcodes}
     out = []
     for isa_unit in sorted({u for u in UNIT_OF.values() if u is not None}, key=lambda u: u.value):
         ops = tuple(op for op in Opcode if UNIT_OF[op] is isa_unit and op not in served)
-        if ops:
-            out.append({"unit": "(not built)", "RTL class": "the core (issue 10)", "file": "",
-                        "kind": "all", "opcodes": ", ".join(f"`{op.name.lower()}`" for op in ops),
-                        "timing": "", "tests": ""} | _software(ops))
+        if not ops:
+            continue
+        built = [op for op in ops if op in SUPPORTED]
+        files = sorted({_core_file(op) for op in built})
+        out.append({"unit": f"`core` ({isa_unit.name.lower()})",
+                    "RTL class": "`rtl.core.Core`" if built else "(not built)",
+                    "file": ", ".join(f"`{f}`" for f in files), "kind": "all",
+                    "opcodes": ", ".join(f"`{op.name.lower()}`" for op in ops),
+                    "timing": ", ".join(f"`{k}` = {f}" for k, f in units.CORE.timing),
+                    "tests": "`verif/test_core*.py`"} | _software(ops))
     return out
 
 
 def rows():
-    """One `row` per unit, in table order, then the opcodes without RTL."""
-    return [row(u) for u in units.UNITS] + missing_rows()
+    """One `row` per unit, in table order, then the core's own datapaths."""
+    return [row(u) for u in units.UNITS] + core_rows()
 
 
 def markdown(table=None):
