@@ -16,6 +16,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import yaml
@@ -40,6 +41,12 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 class ConfigError(UserError):
     """An invalid architecture config (one line: file, field, rule, value)."""
+
+
+def _decimal(x):
+    """The exact rational of a number as the YAML wrote it (25.6 is 128/5, not the nearest
+    binary double)."""
+    return Fraction(repr(x))
 
 
 def _is_pow2(v):
@@ -206,8 +213,15 @@ class ArchConfig:
         return self.dram.gbps * 1e9 / (self.clock_mhz * 1e6)
 
     @property
+    def dram_bytes_per_cycle_exact(self):
+        """DRAM bytes per cycle as an exact fraction of the config's decimal numbers, for the
+        cycle counts that the cycle model and the RTL's memory model must agree on."""
+        return _decimal(self.dram.gbps) * 1000 / _decimal(self.clock_mhz)
+
+    @property
     def dram_latency_cycles(self):
-        return math.ceil(self.dram.latency_ns / self.cycle_ns)
+        """The DRAM latency in whole cycles, rounded up exactly (latency_ns * clock_mhz / 1000)."""
+        return math.ceil(_decimal(self.dram.latency_ns) * _decimal(self.clock_mhz) / 1000)
 
     def replace(self, **changes):
         """A copy with top-level fields replaced (sections as dataclasses), validated again."""

@@ -92,7 +92,9 @@ def dram_bytes(config, rows, row_bytes):
 
 
 def dram_transfer_cycles(config, nbytes):
-    return math.ceil(nbytes / config.dram_bytes_per_cycle)
+    """Cycles the DRAM port needs for `nbytes`, rounded up exactly (a fraction, not a float, so
+    the cycle model and the RTL's memory model cannot drift apart)."""
+    return math.ceil(nbytes / config.dram_bytes_per_cycle_exact)
 
 
 def dma_cycles(config, insn):
