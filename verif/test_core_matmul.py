@@ -26,7 +26,6 @@ from rtl import matmul_unit
 from rtl.common import INSN
 from rtl.core import ErrCode
 from rtl.scratchpad import LATENCY as SPAD_LATENCY
-from sim.cycle import simulate
 from sim.executor import ExecError, Executor
 
 from . import core_tb
@@ -177,15 +176,7 @@ def lmma_program(cfg, blocks, dst=None, at_end=False):
 def agree(cfg, prog, lmmas=(), blocks=()):
     """Run `prog` on the executor, the cycle model and the core; assert they agree, and that each
     lmma occupies the unit for its closed form; return (core run, model log)."""
-    ex = Executor(cfg, prog)
-    ex.run()
-    res, model = simulate(cfg, prog)
-    rtl = core_tb.run(cfg, prog)
-    assert rtl.error is ErrCode.NONE, f"core stopped: {rtl.error.name} at insn {rtl.err_index}"
-    assert np.array_equal(rtl.dram, ex.dram), "DRAM after the run differs from the executor's"
-    diff = core_tb.first_difference(prog, rtl.log, model.log)
-    assert diff is None, diff
-    assert rtl.cycles == res.cycles, (rtl.cycles, res.cycles)
+    rtl, log = core_tb.assert_agrees(cfg, prog)
     pe = cfg.pe
     for i, blk in zip(lmmas, blocks, strict=True):
         beats = (-(-blk.rows // pe.rows) * -(-blk.n // pe.cols) * blk.kgroups
@@ -194,7 +185,7 @@ def agree(cfg, prog, lmmas=(), blocks=()):
         assert busy == beats + cfg.timing.pe_latency + matmul_unit.OVERHEAD, (i, busy, beats)
         assert busy == timing.matmul_cycles(cfg, blk.op, blk.rows, blk.n, blk.kgroups,
                                             blk.planes(cfg))
-    return rtl, model.log
+    return rtl, log
 
 
 def run_blocks(cfg, blocks, **kw):

@@ -18,10 +18,7 @@ from arch.isa import Insn, Mode, Opcode
 from compiler.lower import lower, write_inputs
 from quant.random_layer import codebook_layer, uniform_layer
 from rtl import matmul_unit
-from rtl.core import ErrCode
 from rtl.mac_pe import MacPEArray
-from sim.cycle import simulate
-from sim.executor import Executor
 
 from . import core_tb
 from .configs import small
@@ -66,15 +63,7 @@ def agree(cfg, prog, mmas=(), blocks=()):
     """Run `prog` on the executor, the cycle model and the core; assert they agree, and that each
     mma occupies the unit for the RTL's folds and overhead and for the closed form; return the
     core's log."""
-    ex = Executor(cfg, prog)
-    ex.run()
-    res, model = simulate(cfg, prog)
-    rtl = core_tb.run(cfg, prog)
-    assert rtl.error is ErrCode.NONE, f"core stopped: {rtl.error.name} at insn {rtl.err_index}"
-    assert np.array_equal(rtl.dram, ex.dram), "DRAM after the run differs from the executor's"
-    diff = core_tb.first_difference(prog, rtl.log, model.log)
-    assert diff is None, diff
-    assert rtl.cycles == res.cycles, (rtl.cycles, res.cycles)
+    rtl, _ = core_tb.assert_agrees(cfg, prog)
     for i, blk in zip(mmas, blocks, strict=True):
         busy = rtl.log[i]["end"] - rtl.log[i]["start"]
         built = folds(cfg, blk) * matmul_unit.mma_fold_cycles(cfg, blk.rows)
