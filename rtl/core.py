@@ -102,8 +102,8 @@ class Core(wiring.Component):
         Why and where the run stopped, if it did not end normally.
     rd_cmd, rd_data, rd_done, wr_cmd, wr_data, wr_done
         The memory port (module docstring).
-    trace_dispatch : Out(stream.Signature(index, always_ready))
-        The index of the instruction dispatched in this cycle.
+    trace_dispatch : Out(event_layout)
+        `valid` and the index of the instruction dispatched in this cycle.
     trace_start, trace_end, trace_retire : Out, one per unit
         Index of the instruction that starts on the unit in this cycle, that occupies it for the
         last cycle, and (DMA units) that retires; each with `valid`.
