@@ -208,7 +208,9 @@ class _Build:
                       for p in pairs}
         self.push = {p: Signal(name=f"push_{p[0].name}_{p[1].name}".lower()) for p in pairs}
         self.pop = {p: Signal(name=f"pop_{p[0].name}_{p[1].name}".lower()) for p in pairs}
-        self.busy = {u: Signal(name=f"busy_{u.name.lower()}") for u in Unit}
+        self.busy = {}                  # unit -> occupied by an instruction (unit_control)
+        self.inflight_room = {}         # DMA unit -> a request slot is free (its engine)
+        self.inflight = {}              # DMA unit -> requests in flight (its engine)
         self.starting = {u: Signal(name=f"starting_{u.name.lower()}") for u in Unit}
         self.blocked = {u: Signal(name=f"blocked_{u.name.lower()}") for u in Unit}
         self.ctl = {}
@@ -393,7 +395,6 @@ class _Build:
         dma = u in (Unit.LOAD, Unit.STORE)
         slot_ok = Const(1)
         if dma:
-            self.inflight_room = getattr(self, "inflight_room", {})
             slot_ok = Signal(name=f"slot_ok_{u.name.lower()}")
             self.inflight_room[u] = slot_ok
         occupied = Signal(name=f"occupied_{u.name.lower()}")
@@ -460,7 +461,6 @@ class _Build:
         done_ptr, data_ptr = Signal(range(n)), Signal(range(n))
         retire = Signal(name=f"{u.name.lower()}_retire")
         m.d.comb += self.inflight_room[u].eq(used != n)
-        self.inflight = getattr(self, "inflight", {})
         self.inflight[u] = used
 
         def wrap(p):

@@ -171,7 +171,7 @@ class CycleModel:
             self._notify(insn.unit)
             yield env.timeout(1 - PUSH)        # one instruction dispatched per cycle
         self.dispatched = True
-        self.dispatch_end = int(env.now + 1 - PUSH) if env.now % 1 else int(env.now)
+        self.dispatch_end = int(env.now)          # finish is seen at the start of a cycle
         for u in UNITS:
             self._notify(u)
 
@@ -198,7 +198,6 @@ class CycleModel:
         q = self.queues[unit]
         dma = unit in (Unit.LOAD, Unit.STORE)
         while True:
-            t0 = env.now
             while not q and not self.dispatched:
                 yield self._sleep(unit)
             if not q:
@@ -206,8 +205,7 @@ class CycleModel:
             i, visible = q[0]
             if visible > env.now:
                 yield env.timeout(visible - env.now)
-            yield self._align(0)
-            c.idle += env.now - t0
+            yield self._align(0)            # idle time is what `run` leaves over at the end
             insn = self.insns[i]
             name = insn.op.name.lower()
             while True:
