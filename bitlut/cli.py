@@ -32,8 +32,16 @@ def _not_built(name, what, issue):
     return run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the README's one-line errors: `bitlut CMD: error: ...`, exit 2 (the usage is
+    one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bitlut",
         description="Co-design toolkit for low-bit LLM inference accelerators.")
     parser.add_argument("--debug", action="store_true",

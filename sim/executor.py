@@ -125,10 +125,7 @@ class Executor:
                     pc += 1
                     progressed = True
                     continue
-                if insn.op is Opcode.FINISH:
-                    if insn.wait or insn.signal:
-                        raise ExecError(f"insn {pc} (finish): `wait` and `signal` must be none; "
-                                        "finish waits for every unit to drain")
+                if insn.op is Opcode.FINISH:        # tokenless: `Program.insns` checks
                     if not any(queues.values()):
                         finished = True
                     break
@@ -158,10 +155,7 @@ class Executor:
                         tokens[(unit, u)] += 1
                     q.popleft()
                     progressed = True
-            if not progressed:
-                if pc >= n and not any(queues.values()):
-                    raise ExecError(f"program must end with finish; it ran off the end after "
-                                    f"insn {n - 1}")
+            if not progressed:          # (a program ends at a finish: `Program.insns`)
                 raise ExecError("deadlock: " + self._blocked(queues, tokens, pc))
         left = {k: v for k, v in tokens.items() if v}
         if left:
