@@ -51,14 +51,25 @@ def gemm_shape(text, name="--gemm"):
     return m, k, n
 
 
+def probe(path, what):
+    """(is a folder, is a file) of `path`; `UserError` where the name itself is unusable (longer
+    than the file system allows, say), which `Path.is_dir` reports as an `OSError`."""
+    try:
+        return path.is_dir(), path.is_file()
+    except OSError as e:
+        raise UserError(f"{str(path)[:80]}: {what} must be a usable file name, not "
+                        f"{e.strerror or e}") from None
+
+
 def input_file(text, what="input file"):
     """`text` as the `Path` of an existing regular file."""
     if not isinstance(text, str) or not text or "\0" in text:
         raise UserError(f"{what} must be a file name, not {text!r}")
     p = Path(text)
-    if p.is_dir():
+    folder, present = probe(p, what)
+    if folder:
         raise UserError(f"{text}: {what} must be a file, not a folder")
-    if not p.is_file():
+    if not present:
         raise UserError(f"{text}: {what} must exist, not missing")
     return p
 
@@ -68,7 +79,8 @@ def output_dir(text, name="-o"):
     if not isinstance(text, str) or not text.strip() or "\0" in text:
         raise UserError(f"`{name}` must be a folder name, not {text!r}")
     p = Path(text)
-    if p.exists() and not p.is_dir():
+    folder, present = probe(p, f"`{name}` folder")
+    if present and not folder:
         raise UserError(f"{text}: `{name}` must be a folder, not an existing file")
     return p
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from bitlut.args import probe
 from bitlut.errors import UserError
 
 _umask_lock = threading.Lock()
@@ -36,7 +37,8 @@ def output_path(path):
     if "\0" in text:
         raise UserError(f"output path must not contain NUL, not {text!r}")
     p = Path(text)
-    if p.is_dir() or text.endswith(("/", os.sep)):
+    folder, _ = probe(p, "output path")
+    if folder or text.endswith(("/", os.sep)):
         raise UserError(f"{text}: output path must be a file, not a folder")
     return p
 
