@@ -75,12 +75,34 @@ def run_case(surface, argv, invalid):
         signal.signal(signal.SIGALRM, old)
     if outcome.crash or not (outcome.ok or outcome.one_line_error):
         stats["crashes"] += 1
-        raise AssertionError(f"seed {SEED}: {surface}: {argv}: {outcome.describe()}")
+        raise AssertionError(f"seed {SEED}: {surface}: {argv}: {outcome.describe()}"
+                             f"{_inputs(argv)}")
     if invalid and outcome.code == 0:
         stats["accepted_invalid"] += 1
-        raise AssertionError(f"seed {SEED}: {surface}: invalid input accepted: {argv}")
+        raise AssertionError(f"seed {SEED}: {surface}: invalid input accepted: {argv}"
+                             f"{_inputs(argv)}")
     stats["ok" if outcome.code == 0 else "rejected"] += 1
     return outcome
+
+
+def _inputs(argv):
+    """The case's input files (they are overwritten by the next case), for the failure message;
+    a program file as its disassembly and symbols."""
+    parts = []
+    for a in argv:
+        p = Path(a) if isinstance(a, Path) else None
+        if p is None or not p.is_file():
+            continue
+        if p.suffix == ".prog":
+            from arch.program import Program
+            try:
+                prog = Program.load(p)
+                parts.append(isa.disassemble(prog.words) + f"symbols {prog.symbols}")
+                continue
+            except Exception as e:      # noqa: BLE001 - show the bytes instead
+                parts.append(f"({e})")
+        parts.append(repr(p.read_bytes()[:600]))
+    return "".join(f"\n--- {text}" for text in parts)
 
 
 def tiers(name):
@@ -202,6 +224,11 @@ _CFG_FIELDS = [(s, k) for s, v in _CFG.items() if isinstance(v, dict) for k in v
               [(None, k) for k, v in _CFG.items() if not isinstance(v, dict)]
 
 
+def _float_field(key):
+    """Config fields are named by their unit (docs): these hold numbers, the others integers."""
+    return key.endswith(("_ns", "_mhz", "_pj", "_mw")) or key == "gbps"
+
+
 REQUIRED = {(None, "clock_mhz"), ("pe", "kind"), ("pe", "rows"), ("pe", "cols"),
             ("pe", "group"), ("dram", "gbps"), ("dram", "latency_ns"), ("dram", "burst_bytes")}
 
@@ -219,14 +246,14 @@ def config_cases(draw):
         where[key] = value
         # the documented types: a number field holds a number, a list a list, a bool a bool
         wrong_type = type(value) is not type(old) and not (
-            isinstance(old, float) and type(value) is int)
+            _float_field(key) and type(value) in (int, float))
         invalid = wrong_type or (isinstance(value, float) and not math.isfinite(value))
     elif kind == "number":
         value = draw(st.one_of(HOSTILE_INTS, st.floats(), st.integers(-100, -1)))
         where[key] = value
         # every number in a config is a size, a count, a time or an energy: none is negative
         bad_type = isinstance(old, (bool, list, str)) or (
-            type(old) is int and type(value) is float)
+            not _float_field(key) and type(value) is float)
         invalid = bad_type or not math.isfinite(value) or value < 0
     elif kind == "unknown":
         where[draw(st.sampled_from(["zzz", "kib", "Rows", ""]))] = 1
