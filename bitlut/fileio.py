@@ -61,7 +61,7 @@ def _commit(tmp, path):
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: output file must be writable, not {e.strerror or e}") from None
+        raise _write_error(path, e) from None
 
 
 def atomic_write(path, data):
@@ -75,11 +75,18 @@ def atomic_write(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except OSError as e:                 # a full disk, say: name the user's path
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _commit(tmp, path)
     return path
+
+
+def _write_error(path, e):
+    return UserError(f"{path}: output file must be writable, not {e.strerror or e}")
 
 
 def atomic_path(path):
@@ -103,8 +110,10 @@ class AtomicPath:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             _commit(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+            return False
+        self.tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):       # the writer failed on the temporary file
+            raise _write_error(self.path, exc) from None
         return False
 
 

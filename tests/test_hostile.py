@@ -390,3 +390,23 @@ def test_compiled_programs_are_race_free(arch):
                   uniform_layer(rng, 200, 300, 2, group_size=128, name="b", outliers=5)):
         for m in (1, 9):
             Executor(cfg, lower(layer, cfg, m).program, races=True).run()
+
+
+def test_a_failed_write_names_the_users_path_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from bitlut.errors import UserError
+    from bitlut.fileio import atomic_write
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(UserError, match=rf"^{tmp_path}/r\.json: output file must be writable, "
+                                        r"not No space left on device$"):
+        atomic_write(tmp_path / "r.json", "{}")
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"p\.prog: output file must be writable"):
+        from bitlut.fileio import AtomicPath
+        with AtomicPath(tmp_path / "p.prog") as tmp:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", str(tmp))
+    assert os.listdir(tmp_path) == []
