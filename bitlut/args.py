@@ -14,6 +14,7 @@ from pathlib import Path
 from bitlut.errors import UserError
 
 _DECIMAL = re.compile(r"(0|-?[1-9][0-9]*)\Z", re.ASCII)
+_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\Z", re.ASCII)
 
 SEED_MAX = 2**32 - 1          # numpy's legacy seeding range; every seed the tools use fits
 TOKENS_MAX = 1 << 16          # token rows of one run (a 64 K-token prefill)
@@ -29,6 +30,18 @@ def integer(text, name, lo, hi):
     value = int(text)
     if not lo <= value <= hi:
         raise UserError(f"`{name}` must be from {lo} to {hi}, not {value}")
+    return value
+
+
+def number(text, name, lo, hi):
+    """`text` as a finite float in [lo, hi], written as an ASCII decimal number (`2.2`, `3`,
+    `1e-2`; not `nan`, `inf`, `1_0` or non-ASCII digits, which `float()` would take)."""
+    if not isinstance(text, str) or not _NUMBER.match(text):
+        raise UserError(f"`{name}` must be a decimal number from {lo:g} to {hi:g}, "
+                        f"not {text!r}")
+    value = float(text)
+    if not lo <= value <= hi:
+        raise UserError(f"`{name}` must be from {lo:g} to {hi:g}, not {text}")
     return value
 
 

@@ -21,7 +21,7 @@ def register(sub):
     p.add_argument("-o", "--output", required=True, help="the .q file to write",
                    type=checks.arg(checks.output_file, "-o"))
     p.add_argument("--method", choices=("claq", "gptq", "rtn"), default="claq")
-    p.add_argument("--bits", type=float, default=None,
+    p.add_argument("--bits", type=checks.arg(checks.number, "--bits", 1, 8), default=None,
                    help="CLAQ: average bits in [2, 4] (default 2.2); GPTQ/RTN: integer (default 3)")
     p.add_argument("--group-size", type=checks.arg(checks.integer, "--group-size", 0, 1 << 20),
                    default=128,
@@ -51,8 +51,8 @@ def _ratios(args):
     if args.outlier_ratio is not None:
         parts = args.outlier_ratio.split(",")
         try:
-            vals = [float(x) for x in parts]
-        except ValueError:
+            vals = [checks.number(x, "--outlier-ratio", 0, 1) for x in parts]
+        except UserError:
             vals = []
         if len(vals) not in (1, 2):
             raise UserError(f"--outlier-ratio must be TOP or TOP,REST numbers, "

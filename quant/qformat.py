@@ -154,7 +154,8 @@ def write_raw(path, tensors, meta):
     validation: `save` validates first; tests use this to build malformed files."""
     from safetensors.numpy import save_file
     # safetensors 0.8 writes a strided numpy view's underlying buffer, not its elements
-    tensors = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    # (np.require, unlike np.ascontiguousarray, keeps a 0-D array 0-D)
+    tensors = {name: np.require(a, requirements="C") for name, a in tensors.items()}
     meta = dict(meta)
     meta["checksum"] = checksum(tensors, meta)
     with AtomicPath(path) as tmp:

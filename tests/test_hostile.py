@@ -410,3 +410,25 @@ def test_a_failed_write_names_the_users_path_and_leaves_nothing(tmp_path, monkey
         with AtomicPath(tmp_path / "p.prog") as tmp:
             raise OSError(errno.EDQUOT, "Disk quota exceeded", str(tmp))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1_0", "٣", "0x3", "9", "0.5"])
+def test_quantize_bits_must_be_a_finite_number_in_range(tmp_path, value):
+    # `--method rtn --bits inf` ended in an OverflowError traceback
+    assert_one_line(bitlut("quantize", "--synthetic", "llama-tiny", "--method", "rtn", "--bits",
+                           value, "-o", tmp_path / "t.q"), r"argument --bits: ")
+    from bitlut.cli import build_parser
+    args = build_parser().parse_args(["quantize", "--synthetic", "llama-tiny", "--bits", "2.25",
+                                      "-o", "t.q", "--outlier-ratio", "0.01,5e-3"])
+    assert args.bits == 2.25 and args.outlier_ratio == "0.01,5e-3"
+
+
+@pytest.mark.parametrize("value", ["1_0", "+1", "٣", "01", "0b1"])
+def test_assembly_integers_are_strict(tmp_path, value):
+    # int(text, 0) took `1_0` as 10 and `+1` as 1 (and Python's int() takes non-ASCII digits)
+    src = tmp_path / "p.s"
+    src.write_text(f"vsum rows={value} cols=64 act=0 sums=0\nfinish\n")
+    r = bitlut("asm", src, "-o", tmp_path / "p.bin")
+    assert_one_line(r, r"p\.s:1: insn 0 \(vsum\): `rows` must be an integer, not ")
+    src.write_text("vsum rows=0x2 cols=64 act=0 sums=0\nfinish\n")
+    assert bitlut("asm", src, "-o", tmp_path / "p.bin").ok
