@@ -1,7 +1,6 @@
 """`bitlut arch check`, `bitlut asm`, `bitlut disasm`, `bitlut isa-doc`."""
 
-from pathlib import Path
-
+from bitlut import args as checks
 from bitlut.errors import UserError
 
 
@@ -15,15 +14,17 @@ def register(sub):
     p = sub.add_parser("roofline", help="roofline bound of each layer on a config, beside GPUs")
     p.add_argument("qfile", metavar="FILE.q")
     p.add_argument("--arch", default="arch/configs/lut.yaml", metavar="CONFIG")
-    p.add_argument("--tokens", default="1,2048", metavar="M[,M...]")
+    p.add_argument("--tokens", default="1,2048", metavar="M[,M...]", type=checks.token_list())
     p.add_argument("--gpu", nargs="*", default=["a100_sxm", "h100_sxm"],
                    help="GPUs from arch/gpus.yaml to set beside it")
-    p.add_argument("--plot", metavar="FILE.png", help="write the roofline figure")
+    p.add_argument("--plot", metavar="FILE.png", type=checks.arg(checks.plot_file, "--plot"),
+                   help="write the roofline figure (PNG, SVG or PDF, from the suffix)")
     p.set_defaults(func=roofline_cmd)
 
     p = sub.add_parser("asm", help="assemble a text program into binary words")
     p.add_argument("source", metavar="FILE.s")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.bin")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.bin",
+                   type=checks.arg(checks.output_file, "-o"))
     p.add_argument("--arch", metavar="CONFIG",
                    help="check addresses against this config's scratchpads")
     p.set_defaults(func=asm)
@@ -35,7 +36,8 @@ def register(sub):
     p.set_defaults(func=disasm)
 
     p = sub.add_parser("isa-doc", help="write the ISA reference page (docs/isa.md)")
-    p.add_argument("-o", "--output", default="docs/isa.md")
+    p.add_argument("-o", "--output", default="docs/isa.md",
+                   type=checks.arg(checks.output_file, "-o"))
     p.set_defaults(func=isa_doc)
 
 
@@ -50,10 +52,15 @@ def check(args):
 
 
 def _read(path, binary=False):
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path}: file must exist, not missing")
-    return p.read_bytes() if binary else p.read_text()
+    from bitlut.args import input_file
+    blob = input_file(path, "file").read_bytes()
+    if binary:
+        return blob
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: assembly must be UTF-8 text, not binary (byte {e.start} is "
+                        f"{blob[e.start]:#04x})") from None
 
 
 def asm(args):
@@ -67,9 +74,9 @@ def asm(args):
 
 def disasm(args):
     from arch import isa
-    from arch.program import Program
+    from arch.program import Program, is_program_file
     blob = _read(args.program, binary=True)
-    if len(blob) > 8 and blob[8:9] == b"{":       # a safetensors program file from `compile`
+    if is_program_file(blob):                      # a program file from `compile`
         words = Program.load(args.program).words
     else:
         words = isa.from_bytes(blob, source=args.program)
@@ -100,11 +107,7 @@ def roofline_cmd(args):
     if unknown:
         raise UserError(f"--gpu must name GPUs of arch/gpus.yaml ({', '.join(gpus)}), not "
                         f"{', '.join(unknown)}")
-    try:
-        tokens = [int(t) for t in args.tokens.split(",")]
-    except ValueError:
-        raise UserError(f"--tokens must be comma-separated integers, not {args.tokens!r}") \
-            from None
+    tokens = args.tokens
     head = f"{'layer':>10} {'M':>5} {'MAC/B':>8} {'bound':>8} {'cycles':>13} {'time':>10}"
     head += "".join(f" {g + ' fp16':>15}" for g in args.gpu)
     print(f"roofline on {cfg.tag}: peak per layer below, DRAM {cfg.dram_bytes_per_cycle:.1f} "
@@ -125,7 +128,7 @@ def roofline_cmd(args):
             peak = roofline.peak_macs_per_cycle(cfg, layer.kind, float(np.mean(layer.bits)))
             rows.append({"name": name, "tokens": m, "intensity": b.intensity, "peak": peak,
                          "attainable": b.ops / b.cycles})
-    if args.plot:
+    if args.plot is not None:
         from reports.roofline_plot import plot
         plot(rows, cfg, args.plot, title=f"{args.qfile} on {cfg.tag}")
         print(f"wrote {args.plot}")

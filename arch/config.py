@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from arch import isa
 from bitlut.errors import UserError
 from bitlut.formats import CODEBOOK_BITS, UNIFORM_BITS
 
@@ -37,6 +38,18 @@ ACT_BITS = (8,)
 ACC_BITS = (16, 24, 32)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Upper bounds of a config's numbers, so that a config that loads is one the tools can run (a
+# number past them is a typo, or hostile). A scratchpad may not be larger than the narrowest
+# address field that points into scratchpads can reach; the other bounds are far beyond any
+# physical design (a 100 GHz clock, a PB/s DRAM, a millisecond of DRAM latency).
+SRAM_MAX_KIB = (1 << min(f.width for fs in isa.FORMATS.values() for f in fs
+                         if f.buffer is not None)) // 1024
+FLOAT_MAX = {"clock_mhz": 1e5, "dram.gbps": 1e6, "dram.latency_ns": 1e6}
+ENERGY_MAX = 1e6               # pJ per event, mW static
+INT_MAX = 1 << 16              # PE shape, queue depths, timing cycles, DMA slots, banks
+BURST_MAX_BYTES = 1 << 16
+YAML_DEPTH_MAX = 32            # a config is three levels deep; deeper nesting is refused early
 
 
 class ConfigError(UserError):
@@ -233,7 +246,10 @@ class ArchConfig:
 # -- loading ------------------------------------------------------------------------------------
 
 def _fail(source, path, rule, value):
-    raise ConfigError(f"{source}: `{path}` must be {rule}, not {value!r}")
+    text = repr(value)
+    if len(text) > 60:                  # one readable line, whatever the file holds
+        text = text[:57] + "..."
+    raise ConfigError(f"{source}: `{path or 'config'}` must be {rule}, not {text}")
 
 
 def _coerce(source, path, tp, value):
@@ -249,7 +265,13 @@ def _coerce(source, path, tp, value):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(source, path, "a number", value)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:           # a YAML integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            _fail(source, path, "a finite number", value)
+        return number
     if tp is str:
         if not isinstance(value, str):
             _fail(source, path, "a string", value)
@@ -299,10 +321,14 @@ def load(path):
     p = Path(path)
     if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").exists():
         p = CONFIG_DIR / f"{path}.yaml"
+    if p.is_dir():
+        raise ConfigError(f"{path}: config file must be a file, not a folder")
     if not p.is_file():
         raise ConfigError(f"{path}: config file must exist, not missing")
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+        _check_depth(path, text)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -311,6 +337,20 @@ def load(path):
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: file must be UTF-8 text, not binary") from None
     return from_dict(raw, source=path)
+
+
+def _check_depth(path, text):
+    """Refuse YAML nested deeper than `YAML_DEPTH_MAX` before the parser recurses into it (a
+    config nested thousands deep would exhaust Python's stack inside `yaml.safe_load`)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > YAML_DEPTH_MAX:
+                raise ConfigError(f"{path}: file must nest at most {YAML_DEPTH_MAX} levels "
+                                  f"deep, not more")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def shipped():
@@ -327,6 +367,10 @@ def validate(cfg):
     def positive(path, value):
         if value <= 0:
             _fail(src, path, "positive", value)
+
+    def at_most(path, value, hi):
+        if value > hi:
+            _fail(src, path, f"at most {hi:g}", value)
 
     def pow2(path, value):
         if not _is_pow2(value):
@@ -364,26 +408,39 @@ def validate(cfg):
         _fail(src, "pe.rows", f"equal to pe.cols ({pe.cols}) for a square systolic array",
               pe.rows)
 
+    at_most("pe.rows", pe.rows, INT_MAX)
+    at_most("pe.cols", pe.cols, INT_MAX)
     for f in dataclasses.fields(Sram):
         positive(f"sram.{f.name}", getattr(cfg.sram, f.name))
+        if f.name != "banks":
+            at_most(f"sram.{f.name}", getattr(cfg.sram, f.name), SRAM_MAX_KIB)
     pow2("sram.banks", cfg.sram.banks)
+    at_most("sram.banks", cfg.sram.banks, INT_MAX)
     positive("dram.gbps", cfg.dram.gbps)
     if cfg.dram.latency_ns < 0:
         _fail(src, "dram.latency_ns", "zero or positive", cfg.dram.latency_ns)
     pow2("dram.burst_bytes", cfg.dram.burst_bytes)
+    at_most("dram.burst_bytes", cfg.dram.burst_bytes, BURST_MAX_BYTES)
     positive("dram.outstanding", cfg.dram.outstanding)
+    at_most("dram.outstanding", cfg.dram.outstanding, INT_MAX)
     positive("clock_mhz", cfg.clock_mhz)
+    for path, hi in FLOAT_MAX.items():
+        section, _, name = path.rpartition(".")
+        at_most(path, getattr(getattr(cfg, section) if section else cfg, name), hi)
     for f in dataclasses.fields(Energy):
         if getattr(cfg.energy, f.name) < 0:
             _fail(src, f"energy.{f.name}", "zero or positive", getattr(cfg.energy, f.name))
+        at_most(f"energy.{f.name}", getattr(cfg.energy, f.name), ENERGY_MAX)
     for f in dataclasses.fields(Timing):
         value = getattr(cfg.timing, f.name)
         if f.name in ("pe_ii", "table_ii", "vector_lanes", "dma_setup", "dispatch_latency"):
             positive(f"timing.{f.name}", value)
         elif value < 0:
             _fail(src, f"timing.{f.name}", "zero or positive", value)
-    positive("queues.insn_depth", cfg.queues.insn_depth)
-    positive("queues.token_depth", cfg.queues.token_depth)
+        at_most(f"timing.{f.name}", value, INT_MAX)
+    for name in ("insn_depth", "token_depth"):
+        positive(f"queues.{name}", getattr(cfg.queues, name))
+        at_most(f"queues.{name}", getattr(cfg.queues, name), INT_MAX)
 
     # One tile of every operand must fit its buffer twice over (double buffering), or the compiler
     # has no legal tiling at all.

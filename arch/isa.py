@@ -21,6 +21,7 @@ and must be at least 1. Words whose opcode is unassigned, whose enum fields hold
 whose reserved bits are not zero, or whose tokens name their own unit are illegal.
 """
 
+import re
 from dataclasses import dataclass, field
 
 from amaranth.hdl import unsigned
@@ -480,6 +481,9 @@ def disassemble(words, numbered=False):
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+_ASM_INT = re.compile(r"(0|-?[1-9][0-9]*|0[xX][0-9a-fA-F]+)\Z", re.ASCII)
+
+
 def parse_line(line, index, where=""):
     """The `Insn` of one assembly line (comments after `#` or `;` already stripped)."""
     tokens = line.split()
@@ -520,10 +524,9 @@ def parse_line(line, index, where=""):
                 names = ", ".join(m.name.lower() for m in f.enum)
                 _fail(index, op, key, f"one of {names}", repr(text), where)
         else:
-            try:
-                args[key] = int(text, 0)
-            except ValueError:
+            if not _ASM_INT.match(text):      # int(text, 0) would take 1_0, +4, non-ASCII
                 _fail(index, op, key, "an integer", repr(text), where)
+            args[key] = int(text, 0)
     return Insn(op, args, wait, signal)
 
 

@@ -32,8 +32,22 @@ def _not_built(name, what, issue):
     return run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the README's one-line errors: `bitlut CMD: error: ...`, exit 2 (the usage is
+    one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text):
+    """`text` with control characters (a newline in a file name, say) escaped, so that an error
+    stays one line on the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bitlut",
         description="Co-design toolkit for low-bit LLM inference accelerators.")
     parser.add_argument("--debug", action="store_true",
@@ -62,14 +76,14 @@ def main(argv=None):
     except UserError as e:
         if args.debug:
             raise
-        print(f"bitlut: error: {e}", file=sys.stderr)
+        print(f"bitlut: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         # a path the user gave cannot be read or written: name it, no traceback
         if args.debug:
             raise
         where = e.filename if e.filename is not None else "path"
-        print(f"bitlut: error: {where}: {e.strerror or e}", file=sys.stderr)
+        print(f"bitlut: error: {one_line(where)}: {one_line(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bitlut: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@ the command functions."""
 
 from pathlib import Path
 
+from bitlut import args as checks
 from bitlut.errors import UserError
 
 SYNTHETIC = ("llama7b", "llama-tiny")     # quant.synthetic.MODELS, named here to avoid torch
@@ -17,11 +18,13 @@ def register(sub):
     p.add_argument("checkpoint", nargs="?", help="Hugging Face checkpoint folder")
     p.add_argument("--synthetic", choices=SYNTHETIC,
                    help="a seeded synthetic model instead of a checkpoint")
-    p.add_argument("-o", "--output", required=True, help="the .q file to write")
+    p.add_argument("-o", "--output", required=True, help="the .q file to write",
+                   type=checks.arg(checks.output_file, "-o"))
     p.add_argument("--method", choices=("claq", "gptq", "rtn"), default="claq")
-    p.add_argument("--bits", type=float, default=None,
+    p.add_argument("--bits", type=checks.arg(checks.number, "--bits", 1, 8), default=None,
                    help="CLAQ: average bits in [2, 4] (default 2.2); GPTQ/RTN: integer (default 3)")
-    p.add_argument("--group-size", type=int, default=128,
+    p.add_argument("--group-size", type=checks.arg(checks.integer, "--group-size", 0, 1 << 20),
+                   default=128,
                    help="GPTQ/RTN columns per scale/zero; 0 = one group per row (default 128)")
     p.add_argument("--outliers", action="store_true",
                    help="CLAQ outlier reservation with the paper's ratios (1.4%% of each tail "
@@ -30,9 +33,11 @@ def register(sub):
                    help="CLAQ outlier reservation with these per-tail ratios")
     p.add_argument("--text", help="calibration text file (checkpoints; default: seeded random "
                                   "tokens)")
-    p.add_argument("--samples", type=int, default=16, help="calibration sequences (checkpoints)")
-    p.add_argument("--seqlen", type=int, default=256, help="calibration sequence length")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=checks.arg(checks.integer, "--samples", 1, 1 << 16),
+                   default=16, help="calibration sequences (checkpoints)")
+    p.add_argument("--seqlen", type=checks.arg(checks.integer, "--seqlen", 1, 1 << 20),
+                   default=256, help="calibration sequence length")
+    p.add_argument("--seed", type=checks.seed(), default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=cmd_quantize)
 
@@ -46,8 +51,8 @@ def _ratios(args):
     if args.outlier_ratio is not None:
         parts = args.outlier_ratio.split(",")
         try:
-            vals = [float(x) for x in parts]
-        except ValueError:
+            vals = [checks.number(x, "--outlier-ratio", 0, 1) for x in parts]
+        except UserError:
             vals = []
         if len(vals) not in (1, 2):
             raise UserError(f"--outlier-ratio must be TOP or TOP,REST numbers, "

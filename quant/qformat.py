@@ -20,6 +20,9 @@ VERSION = 1
 META_KEY = "bitlut_q"
 # Outlier rows fit 16 bits for every LLaMA/BERT linear layer (N <= 65536); wider layers use int32.
 ROW16_MAX_N = 1 << 16
+# N and K index int32 tensors (`perm`, wide `outlier_rows`), so neither may pass int32.
+DIM_MAX = (1 << 31) - 1
+NAME_MAX = 200                  # characters of a layer name (file names derive from it)
 
 
 # ---- bit packing -------------------------------------------------------------------------------
@@ -151,7 +154,8 @@ def write_raw(path, tensors, meta):
     validation: `save` validates first; tests use this to build malformed files."""
     from safetensors.numpy import save_file
     # safetensors 0.8 writes a strided numpy view's underlying buffer, not its elements
-    tensors = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    # (np.require, unlike np.ascontiguousarray, keeps a 0-D array 0-D)
+    tensors = {name: np.require(a, requirements="C") for name, a in tensors.items()}
     meta = dict(meta)
     meta["checksum"] = checksum(tensors, meta)
     with AtomicPath(path) as tmp:
@@ -204,24 +208,52 @@ def read_meta(path):
 
 
 def _read_file(path):
+    if path.is_dir():
+        raise UserError(f"{path}: .q file must be a file, not a folder")
     if not path.is_file():
         raise UserError(f"{path}: .q file must exist, not missing")
     return path.read_bytes()
 
 
 def _parse_meta(path, header):
-    raw = (header.get("__metadata__") or {}).get(META_KEY)
-    if raw is None:
+    st_meta = header.get("__metadata__") or {}
+    raw = st_meta.get(META_KEY) if isinstance(st_meta, dict) else None
+    if not isinstance(raw, str):
         _fail(path, f"safetensors metadata must hold a `{META_KEY}` key: not a bitlut .q file")
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         _fail(path, f"`{META_KEY}` metadata must be JSON, not unreadable ({e})")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        _fail(path, f"metadata format must be {FORMAT!r}, not {meta.get('format')!r}")
-    if meta.get("version") != VERSION:
-        _fail(path, f"format version must be {VERSION}, not {meta.get('version')!r}")
+    if not isinstance(meta, dict):
+        _fail(path, f"`{META_KEY}` metadata must be a JSON object, not {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        _fail(path, f"metadata format must be {FORMAT!r}, not {_short(meta.get('format'))}")
+    if meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
+        _fail(path, f"format version must be {VERSION}, not {_short(meta.get('version'))}")
+    quantizer = meta.get("quantizer", {})
+    if not isinstance(quantizer, dict):
+        _fail(path, f"metadata `quantizer` must be a JSON object, not {_short(quantizer)}")
+    if not isinstance(meta.get("model", ""), str):
+        _fail(path, f"metadata `model` must be a string, not {_short(meta.get('model'))}")
     return meta
+
+
+def _short(value):
+    """`repr(value)`, cut to fit one line of an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_layer_name(name):
+    """The problem with layer name `name`, or None: names are non-empty printable text of at most
+    `NAME_MAX` characters (they become tensor names and, in `bitlut compile`, file names)."""
+    if not isinstance(name, str) or not name:
+        return f"must be a non-empty string, not {_short(name)}"
+    if len(name) > NAME_MAX:
+        return f"must be at most {NAME_MAX} characters, not {len(name)}"
+    if not name.isprintable():
+        return f"must be printable (no control characters or NUL), not {_short(name)}"
+    return None
 
 
 def load(path):
@@ -238,7 +270,7 @@ def load(path):
         msg = " ".join(str(e).split())
         _fail(path, f"safetensors container must be well-formed, not broken ({msg})")
     if checksum(tensors, meta) != meta.get("checksum"):
-        _fail(path, f"checksum must be {meta.get('checksum')!r} as recorded, not "
+        _fail(path, f"checksum must be {_short(meta.get('checksum'))} as recorded, not "
                     f"{checksum(tensors, meta)!r}: the file was modified or corrupted")
     layers = _validate(path, tensors, meta)
     return QModel(model=str(meta.get("model", "")), quantizer=meta.get("quantizer", {}),
@@ -254,7 +286,7 @@ def _validate(path, tensors, meta):
     """Check the metadata and every tensor; returns the list of `QLayer`s."""
     layers_meta = meta.get("layers")
     if not isinstance(layers_meta, list) or not layers_meta:
-        _fail(path, f"metadata `layers` must be a non-empty list, not {layers_meta!r}")
+        _fail(path, f"metadata `layers` must be a non-empty list, not {_short(layers_meta)}")
     seen = set()
     out = []
     for lm in layers_meta:
@@ -277,17 +309,21 @@ def _field_names(name, kind):
 
 
 def _validate_layer(path, tensors, lm):
-    if not isinstance(lm, dict) or not isinstance(lm.get("name"), str) or not lm.get("name"):
-        _fail(path, f"layer metadata must have a non-empty `name`, not {lm!r}")
+    if not isinstance(lm, dict):
+        _fail(path, f"layer metadata must be a JSON object, not {_short(lm)}")
+    problem = check_layer_name(lm.get("name"))
+    if problem:
+        _fail(path, f"layer `name` {problem}")
     name = lm["name"]
     shape = lm.get("shape")
     if (not isinstance(shape, list) or len(shape) != 2
-            or not all(isinstance(d, int) and d > 0 for d in shape)):
-        _fail(path, f"layer `{name}` shape must be [N, K] of positive integers, not {shape!r}")
+            or not all(type(d) is int and 0 < d <= DIM_MAX for d in shape)):
+        _fail(path, f"layer `{name}` shape must be [N, K] of integers from 1 to {DIM_MAX}, "
+                    f"not {_short(shape)}")
     n, k = shape
     kind = lm.get("kind")
     if kind not in KINDS:
-        _fail(path, f"layer `{name}` kind must be one of {list(KINDS)}, not {kind!r}")
+        _fail(path, f"layer `{name}` kind must be one of {list(KINDS)}, not {_short(kind)}")
 
     def get(field, dtype, shp):
         tname = f"{name}.{field}"
@@ -334,9 +370,9 @@ def _validate_layer(path, tensors, lm):
             bad("codebooks", f"must be sorted ascending per column, not in column "
                              f"{int(np.nonzero(dec.any(1))[0][0])}")
     else:
-        if not isinstance(group_size, int) or group_size < 1:
+        if type(group_size) is not int or not 1 <= group_size <= DIM_MAX:
             _fail(path, f"layer `{name}` group_size must be a positive integer, "
-                        f"not {group_size!r}")
+                        f"not {_short(group_size)}")
         g = -(-k // group_size)
         scales = get("scales", np.float16, (n, g))
         if not (np.isfinite(scales).all() and (scales > 0).all()):
@@ -347,16 +383,18 @@ def _validate_layer(path, tensors, lm):
 
     col_ptr = get("outlier_col_ptr", np.int32, (k + 1,))
     vals = get("outlier_vals", np.float16, None)
-    nnz = vals.shape[0]
-    rows = get("outlier_rows", _row_dtype(n), (nnz,))
     if vals.ndim != 1:
         bad("outlier_vals", f"must be 1-D, not {vals.ndim}-D")
+    nnz = vals.shape[0]
+    rows = get("outlier_rows", _row_dtype(n), (nnz,))
     if col_ptr[0] != 0 or col_ptr[-1] != nnz or np.any(np.diff(col_ptr) < 0):
         bad("outlier_col_ptr", f"must rise from 0 to the outlier count {nnz}, not "
                                f"{int(col_ptr[0])}..{int(col_ptr[-1])} (or decreasing)")
     rows64 = rows.astype(np.int64)
     if nnz and rows64.max() >= n:
         bad("outlier_rows", f"values must be < N = {n}, not {int(rows64.max())}")
+    if nnz and rows64.min() < 0:
+        bad("outlier_rows", f"values must be >= 0, not {int(rows64.min())}")
     cols = np.repeat(np.arange(k), np.diff(col_ptr.astype(np.int64)))
     if nnz > 1:
         same_col = cols[1:] == cols[:-1]
@@ -365,9 +403,9 @@ def _validate_layer(path, tensors, lm):
                                 "or unsorted")
     if not np.isfinite(vals).all():
         bad("outlier_vals", "values must be finite, not inf/nan")
-    if lm.get("n_outliers", nnz) != nnz:
+    if lm.get("n_outliers", nnz) != nnz or isinstance(lm.get("n_outliers"), bool):
         _fail(path, f"layer `{name}` n_outliers must be {nnz} (the tensors), "
-                    f"not {lm.get('n_outliers')!r}")
+                    f"not {_short(lm.get('n_outliers'))}")
     return QLayer(name=name, kind=kind, codes=codes, bits=bits.copy(), perm=perm.copy(),
                   codebooks=cb, scales=scales, zeros=zeros,
                   group_size=int(group_size) if kind == "uniform" else 0,

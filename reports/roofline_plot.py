@@ -8,12 +8,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bitlut.args import plot_format  # noqa: E402
 from bitlut.fileio import AtomicPath  # noqa: E402
 
 
 def plot(rows, config, path, title=None, measured=None):
     """`rows`: dicts with name, tokens, intensity (MACs/byte), peak (MACs/cycle) and
-    attainable (MACs/cycle); `measured`: optional {name@tokens: MACs/cycle} from simulation."""
+    attainable (MACs/cycle); `measured`: optional {name@tokens: MACs/cycle} from simulation.
+    The format (PNG, SVG or PDF) follows `path`'s suffix (`UserError` for any other)."""
+    fmt = plot_format(path)
     fig, ax = plt.subplots(figsize=(7.5, 5))
     bw = config.dram_bytes_per_cycle
     xs = [r["intensity"] for r in rows]
@@ -50,6 +53,6 @@ def plot(rows, config, path, title=None, measured=None):
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     with AtomicPath(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format=fmt, dpi=120)
     plt.close(fig)
     return path

@@ -3,7 +3,9 @@
 import json
 import sys
 
+from bitlut import args as checks
 from bitlut.errors import UserError
+from bitlut.formats import UNIFORM_BITS
 
 DEFAULT_PHASES = (1, 2048)          # decode, prefill
 
@@ -13,27 +15,33 @@ def register(sub):
                        "model or one GEMM; print the report")
     p.add_argument("qfile", nargs="?", metavar="FILE.q")
     p.add_argument("--arch", default="arch/configs/lut.yaml", metavar="CONFIG")
-    p.add_argument("--tokens", metavar="M[,M...]",
+    p.add_argument("--tokens", metavar="M[,M...]", type=checks.token_list(),
                    help="token counts to simulate (default 1,2048: decode and a prefill)")
-    p.add_argument("--gemm", metavar="M,K,N", help="simulate one GEMM with synthetic weights")
-    p.add_argument("--wbits", type=int, default=2, help="weight bits of --gemm (uniform)")
+    p.add_argument("--gemm", metavar="M,K,N", type=checks.arg(checks.gemm_shape, "--gemm"),
+                   help="simulate one GEMM with synthetic weights")
+    p.add_argument("--wbits", default=2, help="weight bits of --gemm (uniform, 1 to 8)",
+                   type=checks.arg(checks.integer, "--wbits", min(UNIFORM_BITS),
+                                   max(UNIFORM_BITS)))
     p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers")
     p.add_argument("--unlimited-bandwidth", action="store_true",
                    help="DRAM transfers take no time (compute-only timing)")
     p.add_argument("--no-check", action="store_true", help="timing only, no output check")
     p.add_argument("--full", action="store_true",
                    help="simulate every row block instead of sampling large layers")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--json", metavar="FILE", type=checks.arg(checks.output_file, "--json"),
+                   help="write the report as JSON")
     p.add_argument("--trace", metavar="FILE",
                    help="Chrome/Perfetto trace of the first layer's (first phase's) run")
-    p.add_argument("--plot", metavar="FILE.png",
-                   help="roofline figure with every layer's bound and simulated performance")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="FILE.png", type=checks.arg(checks.plot_file, "--plot"),
+                   help="roofline figure with every layer's bound and simulated performance "
+                        "(PNG, SVG or PDF, from the suffix)")
+    p.add_argument("--seed", type=checks.seed(), default=0)
     p.set_defaults(func=sim_cmd)
 
     p = sub.add_parser("exec", help="run a compiled program on the functional executor, the "
                        "cycle model and (--rtl) the RTL core; compare outputs and cycles")
-    p.add_argument("prog", metavar="FILE.prog")
+    p.add_argument("prog", metavar="FILE.prog",
+                   type=checks.arg(checks.input_file, "program file"))
     p.add_argument("--arch", default="arch/configs/lut.yaml", metavar="CONFIG")
     p.add_argument("--rtl", nargs="?", const="verilator",
                    choices=["verilator", "icarus", "amaranth"],
@@ -48,24 +56,13 @@ def register(sub):
 def _tokens(args):
     if args.tokens is None:
         return list(DEFAULT_PHASES) if args.gemm is None else []
-    try:
-        values = [int(t) for t in args.tokens.split(",")]
-    except ValueError:
-        raise UserError(f"--tokens must be comma-separated integers, not {args.tokens!r}") \
-            from None
-    if any(v < 1 for v in values):
-        raise UserError(f"--tokens must be at least 1, not {args.tokens!r}")
-    return values
+    return args.tokens
 
 
-def _gemm_layer(spec, bits):
-    """`--gemm M,K,N` and `--wbits B`: (M, the synthetic layer)."""
+def _gemm_layer(shape, bits):
+    """`--gemm M,K,N` (checked by argparse) and `--wbits B`: (M, the synthetic layer)."""
     from quant.random_layer import gemm_layer
-    try:
-        m, k, n = (int(v) for v in spec.split(","))
-        assert m > 0 and k > 0 and n > 0
-    except (ValueError, AssertionError):
-        raise UserError(f"--gemm must be M,K,N with positive integers, not {spec!r}") from None
+    m, k, n = shape
     return m, gemm_layer(m, k, n, bits)
 
 
@@ -76,7 +73,7 @@ def sim_cmd(args):
     cfg = config.load(args.arch)
     if args.gemm:
         m, layer = _gemm_layer(args.gemm, args.wbits)
-        layers, phases, source = {layer.name: layer}, [m], args.gemm
+        layers, phases, source = {layer.name: layer}, [m], ",".join(map(str, args.gemm))
     elif args.qfile:
         import quant
         model = quant.load(args.qfile)
@@ -107,10 +104,10 @@ def sim_cmd(args):
     for key in ("layers", "total", "check"):          # the first phase, at the top level
         report[key] = report["phases"][0][key]
     print_report(report, cfg)
-    if args.plot:
+    if args.plot is not None:
         _plot(report, cfg, args.plot)
         print(f"wrote {args.plot}")
-    if args.json:
+    if args.json is not None:
         atomic_write(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     passed = all(p["check"].get("passed", True) for p in report["phases"])
@@ -222,7 +219,8 @@ def exec_cmd(args):
 
     cfg = config.load(args.arch)
     prog = Program.load(args.prog)
-    ex = Executor(cfg, prog)
+    # a racy program's outputs depend on timing: refused, so that what exec compares is defined
+    ex = Executor(cfg, prog, races=True)
     ex.run()
     res, model = simulate(cfg, prog)
     print(f"{args.prog}: {len(prog.words)} instructions on {cfg.tag}")

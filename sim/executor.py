@@ -33,6 +33,7 @@ from arch import image
 from arch.image import ACC, ACT, BLOCK_PARAM, GATHER_INDEX, OUT, OUTLIER, PARAM, ROW_SCALE, SUMS
 from arch.isa import Buffer, Deq, Mode, Opcode, Unit
 from bitlut.errors import UserError
+from sim.races import WRITES, RaceCheck, sram_sizes
 
 # Consumers first: see the module docstring.
 UNIT_ORDER = (Unit.STORE, Unit.VECTOR, Unit.MATMUL, Unit.TABLE, Unit.LOAD)
@@ -67,7 +68,7 @@ class Executor:
     stats : `Stats` of the run.
     """
 
-    def __init__(self, config, program, fast=True):
+    def __init__(self, config, program, fast=True, races=False):
         self.cfg = config
         self.program = program
         self.fast = fast
@@ -77,6 +78,8 @@ class Executor:
         self.sram = {b: np.zeros(config.sram.bytes(b.name.lower()), np.uint8) for b in Buffer}
         self.stats = Stats()
         self.insns = program.insns()
+        # `races`: refuse a program whose result depends on timing (sim.races; run() only)
+        self.races = RaceCheck(sram_sizes(self.sram), len(self.dram)) if races else None
 
     # -- memory access with bounds checks -------------------------------------------------------
     def _mem(self, i, insn, fname, buf, addr, shape, dtype):
@@ -90,6 +93,8 @@ class Executor:
         if addr % dtype.itemsize:
             raise ExecError(f"insn {i} ({insn.op.name.lower()}): `{fname}` must be aligned to "
                             f"{dtype.itemsize} bytes, not {addr:#x}")
+        if self.races is not None:
+            self.races.access(buf, slice(addr, addr + nbytes), (insn.op, fname) in WRITES)
         return mem[addr:addr + nbytes].view(dtype).reshape(shape)
 
     def _image(self, i, insn, fname, addr, layout):
@@ -125,10 +130,7 @@ class Executor:
                     pc += 1
                     progressed = True
                     continue
-                if insn.op is Opcode.FINISH:
-                    if insn.wait or insn.signal:
-                        raise ExecError(f"insn {pc} (finish): `wait` and `signal` must be none; "
-                                        "finish waits for every unit to drain")
+                if insn.op is Opcode.FINISH:        # tokenless: `Program.insns` checks
                     if not any(queues.values()):
                         finished = True
                     break
@@ -153,15 +155,16 @@ class Executor:
                         break
                     for u in waits:
                         tokens[(u, unit)] -= 1
+                    if self.races is not None:
+                        self.races.start(i, insn, waits)
                     self.execute(i, insn)
+                    if self.races is not None:
+                        self.races.signal(signals)
                     for u in signals:
                         tokens[(unit, u)] += 1
                     q.popleft()
                     progressed = True
-            if not progressed:
-                if pc >= n and not any(queues.values()):
-                    raise ExecError(f"program must end with finish; it ran off the end after "
-                                    f"insn {n - 1}")
+            if not progressed:          # (a program ends at a finish: `Program.insns`)
                 raise ExecError("deadlock: " + self._blocked(queues, tokens, pc))
         left = {k: v for k, v in tokens.items() if v}
         if left:
@@ -206,6 +209,8 @@ class Executor:
         sram = self._mem(i, insn, "sram", buf, a["sram"], (rows, rb), np.uint8)
         starts = a["dram"] + stride * np.arange(rows)
         index = starts[:, None] + np.arange(rb)[None, :]
+        if self.races is not None:
+            self.races.access("dram", index.ravel(), write=not to_sram)
         if to_sram:
             sram[...] = self.dram[index]
             self.stats.dram_read_bytes += rows * rb

@@ -16,3 +16,10 @@ def run_cli(*args, cwd=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz suite's seed and counts per surface (tests/test_fuzz.py), when it ran."""
+    fuzz = sys.modules.get("tests.test_fuzz")
+    for line in (fuzz.summary_lines() if fuzz else []):
+        terminalreporter.write_line(line)

@@ -80,4 +80,4 @@ def test_unknown_layer_and_bad_tokens(cli, qfile):
     r = cli("run", qfile, "--layers", "zz")
     assert r.returncode == 2 and "--layers must name layers of the file (a, b), not zz" in r.stderr
     r = cli("sim", qfile, "--tokens", "0")
-    assert r.returncode == 2 and "--tokens must be at least 1" in r.stderr
+    assert r.returncode == 2 and "argument --tokens: must be from 1 to 65536, not 0" in r.stderr

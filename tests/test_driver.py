@@ -53,5 +53,5 @@ def test_gemm_cli_json_keys(cli, tmp_path):
 def test_cli_bad_gemm_spec(cli):
     r = cli("sim", "--gemm", "3,256", "--arch", "lut")
     assert r.returncode == 2
-    assert r.stderr.strip() == "bitlut: error: --gemm must be M,K,N with positive integers, " \
-                               "not '3,256'"
+    assert r.stderr.strip() == "bitlut sim: error: argument --gemm: must be 3 comma-separated " \
+                               "integers, not '3,256' (see bitlut sim --help)"
