@@ -6,6 +6,7 @@ to the report's stall counters; the event budget and `--trace-layer` cut visibly
 
 import collections
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from quant.random_layer import codebook_layer, uniform_layer
 from sim import driver
 
 LUT = config.load("lut")
+ROOT = Path(__file__).resolve().parent.parent
 TOKENS = (1, 40)
 SAMPLE_ABOVE = 100        # instructions: layer b at 40 tokens is sampled, the others are not
 
@@ -46,20 +48,21 @@ def run(tmp_path, qfile, *extra):
     return json.loads(trace.read_text()), json.loads(report.read_text())
 
 
-def programs_run(layer, m):
+def programs_run(layer, m, sample_above=SAMPLE_ABOVE):
     """The program the driver simulates for `layer` at `m` tokens (the whole layer, or the
-    two-tile sample of a sampled one), compiled again, and whether it is sampled."""
+    two-tile sample of a sampled one), compiled again, whether it is sampled, and the layer's
+    number of output tiles."""
     plan = plan_layer(layer, LUT)
     tile = tiling.choose(plan, LUT, m)
     ntiles = -(-m // tile.mr) * -(-layer.shape[0] // tile.nw)
-    sampled = tiling.estimate(plan, LUT, m, tile)["instructions_est"] > SAMPLE_ABOVE \
+    sampled = tiling.estimate(plan, LUT, m, tile)["instructions_est"] > sample_above \
         and ntiles > 2
     if not sampled:
-        return lower(layer, LUT, m, tile=tile).program, False, ntiles
+        return lower(layer, LUT, m, tile=tile, image=False).program, False, ntiles
     rows = 2 * tile.mr if m >= 2 * tile.mr else tile.mr
     nout = tile.nw if m >= 2 * tile.mr else 2 * tile.nw
     sub = driver.rows_of(layer, nout)
-    return lower(sub, LUT, rows, tile=tile).program, True, ntiles
+    return lower(sub, LUT, rows, tile=tile, image=False).program, True, ntiles
 
 
 def tracks(trace):
@@ -93,9 +96,34 @@ def test_the_whole_run_is_traced(tmp_path, model, capsys):
     qfile, layers = model
     trace, report = run(tmp_path, qfile)
     assert "wrote" in capsys.readouterr().out
+    sampled = assert_whole_run(trace, report, layers, SAMPLE_ABOVE)
+    assert sampled == {(40, "b")}
+
+
+@pytest.mark.slow
+def test_the_llama7b_block_is_traced(tmp_path):
+    # `make sim LAYER=llama7b.q`, both phases, traced (about a minute once llama7b.q exists)
+    qfile = ROOT / "llama7b.q"
+    if not qfile.exists():
+        qfile = tmp_path / "llama7b.q"
+        assert main(["quantize", "--synthetic", "llama7b", "-o", str(qfile)]) == 0
+    trace = tmp_path / "t.json"
+    out = tmp_path / "r.json"
+    assert main(["sim", str(qfile), "--no-check", "--trace", str(trace), "--json", str(out)]) == 0
+    layers = quant.load(qfile).layers
+    sampled = assert_whole_run(json.loads(trace.read_text()), json.loads(out.read_text()), layers,
+                               driver.FULL_SIM_INSNS)
+    assert {m for m, _ in sampled} == {2048}
+
+
+def assert_whole_run(trace, report, layers, sample_above):
+    """Check a `bitlut sim --trace` file against the report and the programs run (compiled
+    again); returns the sampled (tokens, layer) pairs."""
     procs, names, spans = tracks(trace)
-    assert sorted(procs.values()) == ["decode, M=1", "prefill/batch, M=40"]
+    assert [procs[p] for p in sorted(procs)] == [driver.phase_label(ph["tokens"])
+                                                for ph in report["phases"]]
     assert_nested(names, spans)
+    all_sampled = set()
     for pid, phase in zip(sorted(procs), report["phases"], strict=True):
         m = phase["tokens"]
         track = {names[k]: k for k in names if k[0] == pid}
@@ -109,11 +137,11 @@ def test_the_whole_run_is_traced(tmp_path, model, capsys):
             assert (e["ts"], e["dur"]) == (t, row["cycles"])
             t += row["cycles"]
         # every instruction of the programs run, on its unit's track, and every DMA request
-        want, inflight, sampled_layers = collections.Counter(), 0, set()
+        want, inflight, sampled, ntiles = collections.Counter(), 0, set(), {}
         for name, layer in layers.items():
-            prog, sampled, ntiles = programs_run(layer, m)
-            if sampled:
-                sampled_layers.add(name)
+            prog, is_sampled, ntiles[name] = programs_run(layer, m, sample_above)
+            if is_sampled:
+                sampled.add(name)
             for insn in prog.insns():
                 if insn.op in (Opcode.NOP, Opcode.FINISH):
                     continue
@@ -124,22 +152,23 @@ def test_the_whole_run_is_traced(tmp_path, model, capsys):
             got[u.name.lower()] = sum(e["cat"] != "stall" for e in spans[track[u.name.lower()]])
         assert got == want
         assert sum(len(spans[k]) for n, k in track.items() if "in flight" in n) == inflight
-        # the sampled layer says so: its two simulated tiles are marked, the rest extrapolated
+        # a sampled layer says so: in its span, on its two simulated tiles, and with one span
+        # for the extrapolated rest
         tiles = [e for n, k in track.items() if n.startswith("tiles") for e in spans[k]]
-        assert {e["args"]["layer"] for e in tiles if e["cat"] == "sampled tile"} \
-            == sampled_layers
-        assert {e["name"].endswith("(sampled)") for e in laid if e["args"]["sampled"]} <= {True}
-        for e in tiles:
-            if e["cat"] == "sampled tile":
-                assert "(sampled)" in e["name"]
-        extrapolated = [e for e in tiles if e["cat"] == "extrapolated"]
-        assert {e["args"]["layer"] for e in extrapolated} == sampled_layers
-        assert bool(sampled_layers) == (m == 40)
         for e in laid:
-            if e["args"]["sampled"]:
-                assert sum(t["cat"] == "sampled tile" and t["args"]["layer"] ==
-                           e["name"].split()[0] for t in tiles) == 2
-                assert e["args"]["tiles"] == programs_run(layers["b"], m)[2]
+            name = e["name"].split()[0]
+            assert e["args"]["sampled"] == (name in sampled)
+            assert e["name"].endswith("(sampled)") == (name in sampled)
+            assert e["args"]["tiles"] == ntiles[name]
+            mine = collections.Counter(t["cat"] for t in tiles if t["args"]["layer"] == name)
+            if name in sampled:
+                assert mine == {"sampled tile": 2, "extrapolated": 1}
+            else:
+                assert mine == {"tile": ntiles[name]}
+        for t in tiles:
+            assert ("(sampled)" in t["name"]) == (t["cat"] == "sampled tile")
+        all_sampled |= {(m, name) for name in sampled}
+    return all_sampled
 
 
 def test_stall_spans_add_up_to_the_stall_counters(tmp_path, model):
