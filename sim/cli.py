@@ -122,10 +122,12 @@ def sim_cmd(args):
         print(f"wrote {args.plot}")
     if trace is not None:
         spans = trace.write(args.trace, cfg)
-        print(f"wrote {args.trace}: {spans:,} spans (budget {trace.budget:,} for instructions, "
-              f"stalls and tiles); open it in ui.perfetto.dev")
+        only = f", instructions of {', '.join(args.trace_layer)} only" if args.trace_layer else ""
+        print(f"wrote {args.trace}: {spans:,} spans{only}, "
+              f"{'cut' if trace.cut else 'nothing cut'} to --trace-budget {trace.budget:,}; "
+              f"open it in ui.perfetto.dev")
         if trace.cut:
-            cut = ", ".join(f"{phase} {name} ({kept} of {tiles} tiles)"
+            cut = "; ".join(f"{phase} {name} ({kept} of {tiles} tiles)"
                             for phase, name, kept, tiles in trace.cut)
             print(f"  traced only the first simulated tiles of {cut}: --trace-layer NAME or a "
                   f"larger --trace-budget traces more")
