@@ -175,17 +175,23 @@ class RunTrace:
         rec = {"phase": phase, "report": report, "simulated_cycles": simulated_cycles,
                "simulated_tiles": len(tiles), "tiles": []}
         if self.only is None or report["name"] in self.only:
-            insns = program.insns()
-            stalls = stalls_by_insn(model.stall_log)
-            first = 0
+            # keep the tiles that can fit the budget (all a layer could be admitted), and only
+            # their part of the run: memory stays bounded by the budget, not the program
+            stalls, log, spent, first = stalls_by_insn(model.stall_log), {}, 0, 0
             for m0, rows, n0, n, last in tiles:
                 idx = range(first, last + 1)
-                cost = 1 + sum(1 + ("retire" in model.log.get(i, {})) + len(stalls.get(i, ()))
-                               for i in idx if "start" in model.log.get(i, {}))
+                ran = [i for i in idx if "start" in model.log.get(i, {})]
+                cost = 1 + sum(1 + ("retire" in model.log[i]) + len(stalls.get(i, ()))
+                               for i in ran)
+                spent += cost
+                if spent > self.budget:
+                    break
+                log.update((i, model.log[i]) for i in ran)
                 rec["tiles"].append({"rows": (m0, rows), "outputs": (n0, n), "insns": idx,
                                      "cost": cost})
                 first = last + 1
-            rec.update(insns=insns, log=model.log, stalls=stalls)
+            rec.update(insns=program.insns()[:first], log=log,
+                       stalls={i: v for i, v in stalls.items() if i < first})
         self.phases.setdefault(phase, []).append(rec)
 
     def _admitted(self):
@@ -225,26 +231,34 @@ class RunTrace:
         return trace.spans
 
     def _layer(self, trace, pid, layers_tid, tiles, units, rec, offset, admitted):
+        """The layer's span (its note says what is not traced), then its tiles."""
         r = rec["report"]
-        mr, nw = r["tiling"]["mr"], r["tiling"]["nw"]
-        n = r["shape"][0]
-        nblocks = -(-n // nw)
-        total = -(-r["tokens"] // mr) * nblocks
+        nblocks = -(-r["shape"][0] // r["tiling"]["nw"])
+        total = -(-r["tokens"] // r["tiling"]["mr"]) * nblocks
         kept = rec["tiles"][:admitted]
-        cut = len(kept) < len(rec["tiles"])
+        traced = self.only is None or r["name"] in self.only
+        cut = traced and len(kept) < rec["simulated_tiles"]
         args = {"shape": f"{r['shape'][0]}x{r['shape'][1]}", "tokens": r["tokens"],
                 "cycles": r["cycles"], "simulated_cycles": rec["simulated_cycles"],
                 "sampled": r["sampled"], "tiles": total,
                 "tiles_simulated": rec["simulated_tiles"], "tiles_traced": len(kept)}
-        if not rec["tiles"]:
+        if not traced:
             args["note"] = "instructions not traced (--trace-layer names other layers)"
         elif cut:
             args["note"] = (f"instructions of the first {len(kept)} of "
-                            f"{len(rec['tiles'])} simulated tiles traced (trace budget)")
-            self.cut.append((rec["phase"], r["name"], len(kept), len(rec["tiles"])))
+                            f"{rec['simulated_tiles']} simulated tiles traced (trace budget)")
+            self.cut.append((rec["phase"], r["name"], len(kept), rec["simulated_tiles"]))
         trace.span(pid, layers_tid, r["name"] + (" (sampled)" if r["sampled"] else ""),
                    offset, offset + r["cycles"], "layer", args)
-        log, end = rec.get("log"), offset
+        if traced:
+            self._tiles(tiles, units, rec, kept, offset, total, nblocks)
+
+    @staticmethod
+    def _tiles(tiles, units, rec, kept, offset, total, nblocks):
+        """The `kept` tiles of a traced layer with their instructions, then a span for the
+        simulated tiles left out (budget) and one for the tiles extrapolated (sampling)."""
+        r, log, end = rec["report"], rec["log"], offset
+        mr, nw = r["tiling"]["mr"], r["tiling"]["nw"]
         for t in kept:
             spans = [log[i] for i in t["insns"] if "start" in log.get(i, {})]
             if not spans:
@@ -259,11 +273,11 @@ class RunTrace:
                        {"layer": r["name"], "sampled": r["sampled"]})
             units.instructions(rec["insns"], log, t["insns"], offset, rec["stalls"])
             end = max(end, t1)
-        if cut:
-            left = len(rec["tiles"]) - len(kept)
+        if len(kept) < rec["simulated_tiles"]:
+            left = rec["simulated_tiles"] - len(kept)
             tiles.span(f"{left} more simulated tiles: not traced (trace budget)", end,
                        offset + rec["simulated_cycles"], "not traced", {"layer": r["name"]})
-        if r["sampled"] and rec["tiles"]:
-            tiles.span(f"{total - len(rec['tiles'])} more tiles: extrapolated, not simulated",
+        if r["sampled"]:
+            tiles.span(f"{total - rec['simulated_tiles']} more tiles: extrapolated, not simulated",
                        offset + rec["simulated_cycles"], offset + r["cycles"], "extrapolated",
                        {"layer": r["name"]})
