@@ -80,6 +80,7 @@ def _gemm_layer(spec, bits):
 def sim_cmd(args):
     from arch import config
     from bitlut.fileio import atomic_write
+    from reports.sim_report import print_report, roofline_rows
     from sim.driver import simulate_layer, summarize
     cfg = config.load(args.arch)
     if args.gemm:
@@ -116,7 +117,6 @@ def sim_cmd(args):
     print_report(report, cfg)
     if args.plot:
         from reports.roofline_plot import plot
-        from reports.sim_report import roofline_rows
         rows, measured = roofline_rows(report, cfg)
         plot(rows, cfg, args.plot, title=f"{report['source']} on {cfg.tag}", measured=measured)
         print(f"wrote {args.plot}")
@@ -153,11 +153,6 @@ def _progress(total):
         sys.stderr.write(f"\r\033[K[{state['n']}/{total}] simulating {label} ...")
         sys.stderr.flush()
     return step
-
-
-def print_report(report, cfg):
-    from reports.sim_report import print_report
-    print_report(report, cfg)
 
 
 def _run_trace(args, layers):
