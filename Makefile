@@ -45,7 +45,8 @@ llama7b.q: | $(STAMP)
 sim: $(STAMP) $(LAYER)
 	$(BIN)/bitlut sim $(LAYER) --arch $(CONFIG) $(if $(TOKENS),--tokens $(TOKENS)) \
 		--json build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG))).json \
-		--plot build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG)))-roofline.png
+		--plot build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG)))-roofline.png \
+		--trace build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG)))-trace.json
 
 verilog: $(STAMP)
 	$(BIN)/bitlut verilog --arch $(CONFIG)

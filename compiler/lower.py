@@ -72,6 +72,7 @@ def _emit(plan, cfg, m, tile, with_weights=True):
     block_ends = [emitter.row_block(m0, min(tile.mr, m - m0)) for m0 in range(0, m, tile.mr)]
     program = emitter.b.finish()
     prog.meta["row_block_ends"] = block_ends      # last instruction of each row block
+    prog.meta["tiles"] = emitter.tile_ends        # [m0, rows, n0, n, last instruction] each
     report = tiling_mod.estimate(plan, cfg, m, tile)
     report.update({"layer": plan.name, "tokens": m, "instructions": len(program.words),
                    "tiling": tile.as_dict(), "weight_image_bytes": int(dram.weight_bytes)})
@@ -258,6 +259,7 @@ class _Emitter:
         self.mr = prog.meta["tiling"]["mr"]
         self.t = 0                   # k-steps so far across the program (slot parity)
         self.tiles = 0               # output tiles so far (output slot parity)
+        self.tile_ends = []          # [m0, rows, n0, n, index of its last instruction]
         self.vouts = 0               # outlier lists so far (their slot parity)
 
     @staticmethod
@@ -295,7 +297,9 @@ class _Emitter:
             c = _KStep(ks, bi, m0, rows, n, self.t % 2, si == 0, out, cor)
             self.t += 1
             has_corr |= self.kstep(c, first_vout=not has_corr)
-        return self.scale_and_store(m0, rows, n0, n, sx, out, cor, has_corr)
+        last = self.scale_and_store(m0, rows, n0, n, sx, out, cor, has_corr)
+        self.tile_ends.append([m0, rows, n0, n, last])
+        return last
 
     def kstep(self, c, first_vout):
         """The stages of one k-step, in the order the units consume them. Returns whether an

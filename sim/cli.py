@@ -30,8 +30,17 @@ def register(sub):
                    help="simulate every row block instead of sampling large layers")
     p.add_argument("--json", metavar="FILE", type=checks.arg(checks.output_file, "--json"),
                    help="write the report as JSON")
-    p.add_argument("--trace", metavar="FILE",
-                   help="Chrome/Perfetto trace of the first layer's (first phase's) run")
+    p.add_argument("--trace", metavar="FILE", type=checks.arg(checks.output_file, "--trace"),
+                   help="Chrome/Perfetto trace of the whole run: a process per phase, a span per "
+                        "layer and per simulated output tile, a track per unit")
+    p.add_argument("--trace-layer", nargs="+", metavar="NAME",
+                   help="with --trace: trace only these layers' instructions (every layer keeps "
+                        "its span)")
+    p.add_argument("--trace-budget", metavar="SPANS",
+                   type=checks.arg(checks.integer, "--trace-budget", 1, 10**8),
+                   help="with --trace: the most instruction, stall and tile spans in the file "
+                        "(default 200,000); layers beyond their share keep their first tiles, "
+                        "and say so")
     p.add_argument("--plot", metavar="FILE.png", type=checks.arg(checks.plot_file, "--plot"),
                    help="roofline figure with every layer's bound and simulated performance "
                         "(PNG, SVG or PDF, from the suffix)")
@@ -47,7 +56,7 @@ def register(sub):
                    choices=["verilator", "icarus", "amaranth"],
                    help="also run the RTL core (default simulator: verilator, built once per "
                         "config under build/cocotb/)")
-    p.add_argument("--trace", metavar="FILE",
+    p.add_argument("--trace", metavar="FILE", type=checks.arg(checks.output_file, "--trace"),
                    help="with --rtl: Chrome/Perfetto trace of the core and the cycle model side "
                         "by side")
     p.set_defaults(func=exec_cmd)
@@ -69,6 +78,7 @@ def _gemm_layer(shape, bits):
 def sim_cmd(args):
     from arch import config
     from bitlut.fileio import atomic_write
+    from reports.sim_report import print_report, roofline_rows
     from sim.driver import simulate_layer, summarize
     cfg = config.load(args.arch)
     if args.gemm:
@@ -86,18 +96,17 @@ def sim_cmd(args):
             layers = {n: layers[n] for n in args.layers}
     else:
         raise UserError("sim needs a FILE.q or --gemm M,K,N")
+    trace = _run_trace(args, layers)
     report = {"source": source, "config": cfg.tag, "arch": str(args.arch), "phases": []}
     progress = _progress(len(layers) * len(phases))
-    first = True
     for m in phases:
         rows = []
         for i, (name, layer) in enumerate(layers.items()):
             progress(f"M={m} {name}")
             rows.append(simulate_layer(layer, cfg, m, seed=args.seed + i,
                                        check=not args.no_check,
-                                       trace=args.trace if first else None, full=args.full,
+                                       trace=trace, full=args.full,
                                        unlimited_bandwidth=args.unlimited_bandwidth))
-            first = False
         total, check = summarize(rows, m, cfg)
         report["phases"].append({"tokens": m, "layers": rows, "total": total, "check": check})
     progress(None)
@@ -105,8 +114,21 @@ def sim_cmd(args):
         report[key] = report["phases"][0][key]
     print_report(report, cfg)
     if args.plot is not None:
-        _plot(report, cfg, args.plot)
+        from reports.roofline_plot import plot
+        rows, measured = roofline_rows(report, cfg)
+        plot(rows, cfg, args.plot, title=f"{report['source']} on {cfg.tag}", measured=measured)
         print(f"wrote {args.plot}")
+    if trace is not None:
+        spans = trace.write(args.trace, cfg)
+        only = f", instructions of {', '.join(args.trace_layer)} only" if args.trace_layer else ""
+        print(f"wrote {args.trace}: {spans:,} spans{only}, "
+              f"{'cut' if trace.cut else 'nothing cut'} to --trace-budget {trace.budget:,}; "
+              f"open it in ui.perfetto.dev")
+        if trace.cut:
+            cut = "; ".join(f"{phase} {name} ({kept} of {tiles} tiles)"
+                            for phase, name, kept, tiles in trace.cut)
+            print(f"  traced only the first simulated tiles of {cut}: --trace-layer NAME or a "
+                  f"larger --trace-budget traces more")
     if args.json is not None:
         atomic_write(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -131,80 +153,22 @@ def _progress(total):
     return step
 
 
-def print_report(report, cfg):
-    from rich.console import Console
-    from rich.table import Table
-    console = Console(width=140)
-    console.print(f"[bold]bitlut sim[/bold] {report['source']} on {cfg.tag} "
-                  f"({cfg.pe.kind} {cfg.pe.rows}x{cfg.pe.cols} @ {cfg.clock_mhz:g} MHz, "
-                  f"DRAM {cfg.dram.gbps:g} GB/s)")
-    for phase in report["phases"]:
-        m = phase["tokens"]
-        label = "decode" if m == 1 else f"prefill/batch M={m}"
-        t = Table(title=f"{label}: {m} token{'s' if m > 1 else ''}", title_justify="left")
-        for col in ("layer", "N x K", "bits/w", "tile", "cycles", "latency", "roofline",
-                    "bound", "util", "top stall", "energy/tok", "check"):
-            t.add_column(col, justify="left" if col in ("layer", "top stall", "bound")
-                         else "right")
-        for r in phase["layers"]:
-            stalls = {f"{u}:{c}": v for u, d in r["units"].items()
-                      for c, v in d["stalls"].items()}
-            top = max(stalls, key=stalls.get) if stalls else "-"
-            ck = r.get("check")
-            check = "-" if ck is None else (
-                f"ok {ck['rel_fro_err']:.1e}" if ck["passed"] else "[red]MISMATCH[/red]")
-            t.add_row(r["name"] + (" *" if r["sampled"] else ""),
-                      f"{r['shape'][0]}x{r['shape'][1]}", f"{r['bits_per_weight']:.2f}",
-                      f"{r['tiling']['mr']}x{r['tiling']['nw']}", f"{r['cycles']:,}",
-                      _time(r["latency_s"]), f"{r['roofline_fraction']:.0%}",
-                      r["roofline_bound"], f"{r['utilization']:.0%}", top,
-                      f"{r['energy_j'] / m * 1e6:.1f} uJ", check)
-        tot = phase["total"]
-        console.print(t)
-        stall = ", ".join(f"{k} {v / tot['cycles']:.0%}" for k, v in
-                          list(tot["stalls"].items())[:3]) or "none"
-        console.print(
-            f"  total {tot['cycles']:,} cycles = {_time(tot['latency_s'])}, "
-            f"{tot['tokens_per_s']:,.1f} tokens/s, {tot['roofline_fraction']:.0%} of roofline, "
-            f"PE utilization {tot['utilization']:.0%}\n"
-            f"  energy {tot['energy_j_per_token'] * 1e3:.3f} mJ/token, "
-            f"DRAM {tot['bytes_per_token'] / 2**20:.1f} MiB/token; top stalls: {stall}")
-        ck = phase["check"]
-        if ck:
-            verdict = "[green]match[/green]" if ck["passed"] else "[red]MISMATCH[/red]"
-            console.print(f"  outputs vs PyTorch: {verdict}: bit-exact against the golden model "
-                          f"and within the bound that int8 activations imply (relative error "
-                          f"{ck['rel_fro_err']:.1e} overall, largest element "
-                          f"{ck['max_rel_err']:.1e} of max |y|)")
-        if any(r["sampled"] for r in phase["layers"]):
-            console.print("  * sampled: one and two output tiles simulated, the rest extrapolated "
-                          "(--full simulates every block)")
-
-
-def _time(s):
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} us"
-
-
-def _plot(report, cfg, path):
-    from arch import roofline
-    from reports.roofline_plot import plot
-    rows, measured = [], {}
-    for phase in report["phases"]:
-        for r in phase["layers"]:
-            n, k = r["shape"]
-            m = r["tokens"]
-            ops = m * n * k
-            rows.append({"name": r["name"], "tokens": m,
-                         "intensity": ops / r["roofline_bytes"],
-                         "peak": roofline.peak_macs_per_cycle(cfg, r["kind"],
-                                                              r["mean_bits"]),
-                         "attainable": ops / r["roofline_cycles"]})
-            measured[f"{r['name']}@{m}"] = ops / r["cycles"]
-    plot(rows, cfg, path, title=f"{report['source']} on {cfg.tag}", measured=measured)
+def _run_trace(args, layers):
+    """The `RunTrace` that `--trace` asks for (None without it)."""
+    if args.trace is None:
+        if args.trace_layer or args.trace_budget is not None:
+            raise UserError("--trace-layer and --trace-budget need --trace FILE")
+        return None
+    from sim.trace import DEFAULT_BUDGET, RunTrace
+    if args.trace_layer:
+        unknown = [n for n in args.trace_layer if n not in layers]
+        if unknown:
+            raise UserError(f"--trace-layer must name simulated layers ({', '.join(layers)}), "
+                            f"not {', '.join(unknown)}")
+    budget = DEFAULT_BUDGET if args.trace_budget is None else args.trace_budget
+    if budget < 0:
+        raise UserError(f"--trace-budget must be a number of spans, 0 or more, not {budget}")
+    return RunTrace(budget, args.trace_layer)
 
 
 def exec_cmd(args):
@@ -244,7 +208,7 @@ def exec_cmd(args):
             diff = first_difference(prog, run.log, model.log)
             rows.append((f"RTL core ({args.rtl})", "outputs equal" if same else "outputs DIFFER",
                          f"{run.cycles:,} cycles"))
-            if args.trace:
+            if args.trace is not None:
                 from verif.core_tb import write_traces
                 write_traces(args.trace, prog, run.log, model.log)
             ok = ok and same and run.cycles == res.cycles and diff is None

@@ -18,7 +18,6 @@ queue). A run whose units are all blocked with instructions left ends with `SimD
 each blocked unit and instruction, never a hang.
 """
 
-import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -27,7 +26,6 @@ import simpy
 from arch import timing
 from arch.isa import Opcode, Unit
 from bitlut.errors import UserError
-from bitlut.fileio import atomic_write
 from sim.executor import Executor
 
 UNITS = tuple(Unit)
@@ -49,10 +47,33 @@ class UnitCounters:
     wait_dma_slot: int = 0
 
     def stalls(self):
+        """{stall class: cycles}; the classes are `STALL_CLASSES` (`stall_words` reads them)."""
         out = {f"token:{k}": v for k, v in self.wait_token.items()}
         out.update({f"full:{k}": v for k, v in self.full_token.items()})
         out["dma_slot"] = self.wait_dma_slot
         return {k: v for k, v in out.items() if v}
+
+
+# The stall classes of a unit's cycles (README "Stall classes"): what it waits for while an
+# instruction is at the head of its queue (a unit with an empty queue is idle, not stalled).
+# {class: (the report's words, with the other unit for {}, what they mean)}
+STALL_CLASSES = {
+    "token": ("waits for a {} token", "its next instruction depends on one of the other "
+              "unit's: data not written yet, or a buffer not yet read, that it would overwrite"),
+    "full": ("waits for room in its token FIFO to {}", "the other unit has not consumed the "
+             "tokens this one signalled it, so the finished instruction cannot hand over"),
+    "dma_slot": ("waits for a free DMA slot", "all `dram.outstanding` requests are in flight "
+                 "(DRAM latency or bandwidth)"),
+}
+
+
+def stall_words(unit, cause):
+    """A stall counter of `unit` (a key of `UnitCounters.stalls`: `token:P`, `full:C` or
+    `dma_slot`) in words: `("load", "token:matmul")` -> "load waits for a matmul token"."""
+    kind, _, other = cause.partition(":")
+    if kind not in STALL_CLASSES or (kind == "dma_slot") == bool(other):
+        raise ValueError(f"stall class must be token:UNIT, full:UNIT or dma_slot, not {cause!r}")
+    return f"{unit} {STALL_CLASSES[kind][0].format(other)}"
 
 
 @dataclass
@@ -97,13 +118,15 @@ ISSUE = {Unit.LOAD: 0.625, Unit.STORE: 0.75}
 class CycleModel:
     """Simulate `program` on `config`, cycle for cycle as the RTL core runs it (docs/core.md).
 
-    `data`: also compute the outputs (through the functional executor); `trace`: record a
-    Chrome/Perfetto trace (one track per unit); `unlimited_bandwidth`: DRAM transfers take no
+    `data`: also compute the outputs (through the functional executor); `trace`: also record
+    every stall (`stall_log`, for `sim.trace`); `unlimited_bandwidth`: DRAM transfers take no
     time and have no latency (compute-only timing, as SCALE-Sim's CALC mode).
 
     Members: `log` {insn index: {"dispatch", "start", "end", ("retire")}}: the cycle each
     instruction was dispatched, started, and left its unit (DMA: retired, its last transfer
-    cycle), the events the RTL trace records too."""
+    cycle), the events the RTL trace records too; `stall_log` (with `trace`, else None)
+    [(insn index, stall class, from, to)]: each wait of an instruction, in simulated time (a
+    token FIFO's room is waited for from a push phase, `PUSH` past the cycle)."""
 
     def __init__(self, config, program, data=True, trace=False, unlimited_bandwidth=False):
         self.cfg = config
@@ -124,7 +147,7 @@ class CycleModel:
         self.dram_bytes = 0
         self.dram_busy = 0
         self.log = {}
-        self.trace = [] if trace else None
+        self.stall_log = [] if trace else None
         self.dispatched = False
         self.dispatch_end = 0
 
@@ -220,6 +243,7 @@ class CycleModel:
                     c.wait_dma_slot += env.now - t0
                 else:
                     c.wait_token[why[0].split(":")[1]] += env.now - t0
+                self._stalled(i, why[0], t0)
             self.state.pop(unit, None)
             # start: the queue head and the waited tokens leave in this cycle
             start = int(env.now)
@@ -248,7 +272,6 @@ class CycleModel:
                 yield from self._push(unit, i, insn)
                 yield env.timeout(1 - PUSH)
             self.log[i]["end"] = int(env.now)
-            self._record(unit, name, i, start, int(env.now) - start)
 
     def _push(self, unit, i, insn):
         """Push `insn`'s signals in the first push phase (now or later) with room for all."""
@@ -263,6 +286,7 @@ class CycleModel:
             yield self._sleep(("push", unit))
             yield self._align(PUSH)
             c.full_token[full.name.lower()] += env.now - t0
+            self._stalled(i, f"full:{full.name.lower()}", t0)
         self.state.pop(unit, None)
         for u in UNITS:
             if insn.signal >> u.value & 1:
@@ -301,11 +325,9 @@ class CycleModel:
         req["retired"].succeed()
         self._notify(unit)                     # a slot is free from the next cycle
 
-    def _record(self, unit, name, i, start, dur):
-        if self.trace is not None:
-            self.trace.append({"name": name, "cat": unit.name.lower(), "ph": "X", "ts": start,
-                               "dur": max(dur, 1), "pid": 1, "tid": unit.value,
-                               "args": {"insn": i}})
+    def _stalled(self, i, cause, t0):
+        if self.stall_log is not None and self.env.now > t0:
+            self.stall_log.append((i, cause, t0, self.env.now))
 
     # -- running --------------------------------------------------------------------------------
     def run(self):
@@ -334,19 +356,8 @@ class CycleModel:
                          self.dram_bytes, self.dram_busy, self.events,
                          len(self.insns))
 
-    def write_trace(self, path):
-        """Chrome/Perfetto trace JSON: one track per unit, timestamps in cycles (shown as us)."""
-        meta = [{"name": "thread_name", "ph": "M", "pid": 1, "tid": u.value,
-                 "args": {"name": u.name.lower()}} for u in UNITS]
-        atomic_write(path, json.dumps({"traceEvents": meta + (self.trace or []),
-                                       "displayTimeUnit": "ns",
-                                       "otherData": {"time_unit": "cycles"}}) + "\n")
-
 
 def simulate(config, program, **kw):
     """Run the cycle model; returns (SimResult, model) (the model holds the DRAM image)."""
     model = CycleModel(config, program, **kw)
     return model.run(), model
-
-
-

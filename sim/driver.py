@@ -25,9 +25,15 @@ from sim.cycle import simulate
 FULL_SIM_INSNS = 20000       # above this estimated size a layer is simulated by sampling
 
 
+def phase_label(m):
+    """What a run of `m` tokens is: decode (one token) or a prefill (or a batch)."""
+    return "decode, M=1" if m == 1 else f"prefill/batch, M={m}"
+
+
 def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
                    unlimited_bandwidth=False):
-    """Simulate one layer at `m` tokens; return its report dict."""
+    """Simulate one layer at `m` tokens; return its report dict. `trace`: a `sim.trace.RunTrace`
+    that gets the simulated run."""
     plan = plan_layer(layer, config)
     tile = tiling_mod.choose(plan, config, m)
     est = tiling_mod.estimate(plan, config, m, tile)
@@ -70,8 +76,6 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         units = _scaled_units(res.as_dict(config)["units"], cycles / res.cycles)
         rows_checked = shapes[1][0]
         instructions = int(round(len(compiled_full.program.words) * ratio))
-    if trace is not None:
-        model.write_trace(trace)
     y = None
     if check:
         compiled_full.program.dram = model.executor.dram
@@ -103,6 +107,8 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         report["check"] = compare(check_layer, compiled_full.plan, xs, xq, sx, y)
         report["check"]["rows"] = rows_checked
         report["check"]["outputs"] = check_layer.shape[0]
+    if trace is not None:
+        trace.add_layer(phase_label(m), report, compiled_full.program, model, res.cycles)
     return report
 
 

@@ -200,31 +200,13 @@ def assert_agrees(cfg, program, run=None, what="program"):
 
 
 def write_traces(path, program, rtl_log, model_log):
-    """Chrome/Perfetto trace JSON of one program's run on the core and on the cycle model side by
-    side: one process each, one track per unit, a span per instruction from its start to the
-    cycle its unit is free (DMA: a second span to its retirement); timestamps in cycles."""
-    import json
-
-    from arch import isa
-    from bitlut.fileio import atomic_write
-    events = []
-    for pid, (name, log) in enumerate((("cycle model", model_log), ("RTL core", rtl_log)), 1):
-        events.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": name}})
-        for u in Unit:
-            events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": u.value,
-                           "args": {"name": u.name.lower()}})
-        for i, ev in log.items():
-            insn = isa.decode(program.words[i], i)
-            if "start" not in ev:
-                continue
-            args = {"insn": i, **ev}
-            events.append({"name": insn.op.name.lower(), "ph": "X", "pid": pid,
-                           "tid": insn.unit.value, "ts": ev["start"],
-                           "dur": max(ev.get("end", ev["start"] + 1) - ev["start"], 1),
-                           "args": args})
-            if "retire" in ev:
-                events.append({"name": f"{insn.op.name.lower()} in flight", "ph": "X",
-                               "pid": pid, "tid": insn.unit.value, "ts": ev["end"],
-                               "dur": max(ev["retire"] + 1 - ev["end"], 1), "args": args})
-    atomic_write(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ns",
-                                   "otherData": {"time_unit": "cycles"}}) + "\n")
+    """Chrome/Perfetto trace JSON of one program's run on the cycle model and on the core side by
+    side (`sim.trace`): one process each, one track per unit, a span per instruction from its
+    start to the cycle its unit is free, a DMA request's time in flight to its retirement on
+    tracks of its own; timestamps in cycles."""
+    from sim.trace import Trace, UnitTracks
+    trace = Trace()
+    insns = program.insns()
+    for name, log in (("cycle model", model_log), ("RTL core", rtl_log)):
+        UnitTracks(trace, trace.process(name)).instructions(insns, log, sorted(log))
+    trace.write(path)

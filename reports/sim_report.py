@@ -1,0 +1,103 @@
+"""The report `bitlut sim` prints: a table per phase (decode, prefill) with a line per layer, the
+phase's totals, and the check against PyTorch; and the rows of its roofline figure.
+
+Every percentage says what it is a fraction of: the roofline column is the roofline's cycles
+over the simulated cycles, utilization and stalls are cycles of a unit over the layer's (or the
+phase's) cycles, since each unit's cycles are busy + stalled + idle = the run's cycles. The stall
+classes are `sim.cycle.STALL_CLASSES`, written out by `sim.cycle.stall_words`.
+"""
+
+from arch import roofline
+from sim.cycle import stall_words
+from sim.driver import phase_label
+
+CAPTION = ("roofline: the roofline's cycles / simulated cycles; util: cycles the PE array "
+           "computes / the layer's cycles; top stall: the unit stall with the most cycles, "
+           "% of the layer's cycles (README: stall classes)")
+
+
+def stall_ranking(stalls, cycles):
+    """[(words, fraction of `cycles`)] of `stalls` {"unit:class": cycles}, the largest first."""
+    ranked = sorted(stalls.items(), key=lambda kv: -kv[1])
+    return [(stall_words(*key.split(":", 1)), v / cycles if cycles else 0.0)
+            for key, v in ranked]
+
+
+def layer_stalls(row):
+    """{"unit:class": cycles} of one layer's report."""
+    return {f"{u}:{c}": v for u, d in row["units"].items() for c, v in d["stalls"].items()}
+
+
+def print_report(report, cfg, console=None):
+    from rich.console import Console
+    from rich.table import Table
+    console = console or Console(width=160)
+    console.print(f"[bold]bitlut sim[/bold] {report['source']} on {cfg.tag} "
+                  f"({cfg.pe.kind} {cfg.pe.rows}x{cfg.pe.cols} @ {cfg.clock_mhz:g} MHz, "
+                  f"DRAM {cfg.dram.gbps:g} GB/s)")
+    for phase in report["phases"]:
+        m = phase["tokens"]
+        t = Table(title=f"{phase_label(m)}: {m} token{'s' if m > 1 else ''}",
+                  title_justify="left", caption=CAPTION, caption_justify="left")
+        for col in ("layer", "N x K", "bits/w", "tile", "cycles", "latency", "roofline",
+                    "bound", "util", "top stall (% of cycles)", "energy/tok", "check"):
+            t.add_column(col, justify="left" if col in ("layer", "bound") or "stall" in col
+                         else "right")
+        for r in phase["layers"]:
+            ranked = stall_ranking(layer_stalls(r), r["cycles"])
+            top = f"{ranked[0][0]}, {ranked[0][1]:.0%}" if ranked else "-"
+            ck = r.get("check")
+            check = "-" if ck is None else (
+                f"ok {ck['rel_fro_err']:.1e}" if ck["passed"] else "[red]MISMATCH[/red]")
+            t.add_row(r["name"] + (" *" if r["sampled"] else ""),
+                      f"{r['shape'][0]}x{r['shape'][1]}", f"{r['bits_per_weight']:.2f}",
+                      f"{r['tiling']['mr']}x{r['tiling']['nw']}", f"{r['cycles']:,}",
+                      _time(r["latency_s"]), f"{r['roofline_fraction']:.0%}",
+                      r["roofline_bound"], f"{r['utilization']:.0%}", top,
+                      f"{r['energy_j'] / m * 1e6:.1f} uJ", check)
+        tot = phase["total"]
+        console.print(t)
+        stall = "; ".join(f"{words}, {frac:.0%}" for words, frac in
+                          stall_ranking(tot["stalls"], tot["cycles"])[:3]) or "none"
+        console.print(
+            f"  total {tot['cycles']:,} cycles = {_time(tot['latency_s'])}, "
+            f"{tot['tokens_per_s']:,.1f} tokens/s, {tot['roofline_fraction']:.0%} of roofline, "
+            f"PE utilization {tot['utilization']:.0%}\n"
+            f"  energy {tot['energy_j_per_token'] * 1e3:.3f} mJ/token, "
+            f"DRAM {tot['bytes_per_token'] / 2**20:.1f} MiB/token\n"
+            f"  top stalls, % of the phase's cycles: {stall}")
+        ck = phase["check"]
+        if ck:
+            verdict = "[green]match[/green]" if ck["passed"] else "[red]MISMATCH[/red]"
+            console.print(f"  outputs vs PyTorch: {verdict}: bit-exact against the golden model "
+                          f"and within the bound that int8 activations imply (relative error "
+                          f"{ck['rel_fro_err']:.1e} overall, largest element "
+                          f"{ck['max_rel_err']:.1e} of max |y|)")
+        if any(r["sampled"] for r in phase["layers"]):
+            console.print("  * sampled: one and two output tiles simulated, the rest extrapolated "
+                          "(--full simulates every block)")
+
+
+def _time(s):
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def roofline_rows(report, cfg):
+    """The rows of `reports.roofline_plot.plot` for every layer of every phase of a `bitlut sim`
+    report, and the measured {name@tokens: MACs/cycle} of the simulation."""
+    rows, measured = [], {}
+    for phase in report["phases"]:
+        for r in phase["layers"]:
+            n, k = r["shape"]
+            m = r["tokens"]
+            ops = m * n * k
+            rows.append({"name": r["name"], "tokens": m,
+                         "intensity": ops / r["roofline_bytes"],
+                         "peak": roofline.peak_macs_per_cycle(cfg, r["kind"], r["mean_bits"]),
+                         "attainable": ops / r["roofline_cycles"]})
+            measured[f"{r['name']}@{m}"] = ops / r["cycles"]
+    return rows, measured
