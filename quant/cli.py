@@ -1,6 +1,7 @@
 """`bitlut quantize` and `bitlut inspect`. Cheap to import: torch and transformers load inside
 the command functions."""
 
+import sys
 from pathlib import Path
 
 from bitlut.errors import UserError
@@ -28,10 +29,17 @@ def register(sub):
                         "for the top 10%% of columns, 0.4%% for the rest)")
     p.add_argument("--outlier-ratio", metavar="TOP[,REST]",
                    help="CLAQ outlier reservation with these per-tail ratios")
-    p.add_argument("--text", help="calibration text file (checkpoints; default: seeded random "
-                                  "tokens)")
-    p.add_argument("--samples", type=int, default=16, help="calibration sequences (checkpoints)")
-    p.add_argument("--seqlen", type=int, default=256, help="calibration sequence length")
+    p.add_argument("--text", help="calibration text file (checkpoints): paragraphs separated "
+                                  "by blank lines, or one document per line when it has none "
+                                  "(default: the shipped public-domain text)")
+    p.add_argument("--random-tokens", action="store_true",
+                   help="calibrate on seeded random token ids instead of text (poor accuracy; "
+                        "for checkpoints without a tokenizer)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="calibration samples (checkpoints): causal models: segments "
+                        "(default 16); encoders: documents (default 128)")
+    p.add_argument("--seqlen", type=int, default=256,
+                   help="calibration segment length / longest encoder sample (tokens)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=cmd_quantize)
@@ -82,7 +90,7 @@ def cmd_quantize(args):
         raise UserError("quantize needs exactly one of CHECKPOINT_DIR or --synthetic NAME, "
                         f"not {'both' if args.checkpoint else 'neither'}")
     for name in ("samples", "seqlen"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, not {getattr(args, name)}")
     method = method_from_args(args)
     _check_device(args.device)
@@ -96,12 +104,19 @@ def cmd_quantize(args):
                                           device=args.device, progress=advance)
     else:
         from quant import checkpoint
+        if args.random_tokens and args.text:
+            raise UserError("--random-tokens and --text must not go together, not both")
+        if args.random_tokens:
+            print("bitlut: warning: calibrating on random token ids (--random-tokens): the "
+                  "activations are not the model's, expect a worse quantization than with text",
+                  file=sys.stderr)
         total = checkpoint.linear_columns(args.checkpoint)
         with progress(total, f"{method.label()} {Path(args.checkpoint).name}") as advance:
             qm = checkpoint.quantize_checkpoint(args.checkpoint, method, text=args.text,
                                                 samples=args.samples, seqlen=args.seqlen,
                                                 seed=args.seed, device=args.device,
-                                                progress=advance)
+                                                progress=advance,
+                                                random_tokens=args.random_tokens)
     path = quant.save(args.output, qm)
     print(f"wrote {path}: {len(qm.layers)} layers, {method.label()}, "
           f"{qm.bits_per_weight(True):.3f} bits/weight "
