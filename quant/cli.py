@@ -136,27 +136,51 @@ def _check_device(device):
                         "(no CUDA)")
 
 
+PARTS = (("codes", ("codes",)), ("tables", ("codebooks", "scales", "zeros")),
+         ("bit map", ("bitmap",)), ("outliers", ("outliers",)))
+
+
+def bits_breakdown(q):
+    """Bits per weight of one layer by part: codes; tables (codebooks, or scales and zeros);
+    the bit-width map; the outlier list (`QLayer.bit_counts` says what each counts)."""
+    counts = q.bit_counts()
+    n, k = q.shape
+    return {part: sum(counts.get(f, 0) for f in fields) / (n * k) for part, fields in PARTS}
+
+
 def format_inspect(path, qm):
-    """The `bitlut inspect` report as text."""
+    """The `bitlut inspect` report as text: per layer, bits/weight broken into codes, tables
+    (codebooks or scales/zeros), the bit map and outliers, and their sum."""
     size = Path(path).stat().st_size
     lines = [f"{path}: model {qm.model}, quantizer {qm.quantizer.get('name')}, "
              f"{len(qm.layers)} layers, {size / 2**20:.2f} MiB on disk",
              f"settings: {qm.quantizer.get('settings')}",
              f"{'layer':<40} {'kind':<8} {'N x K':>13} {'bits (columns)':<22} {'outliers':>9} "
-             f"{'bpw':>7} {'bpw w/o':>7}"]
+             + " ".join(f"{p:>8}" for p, _ in PARTS) + f" {'bpw':>7}"]
+    total = dict.fromkeys((p for p, _ in PARTS), 0.0)
     for q in qm.layers.values():
         n, k = q.shape
         vals, counts = _unique(q.bits)
         hist = " ".join(f"{int(b)}:{int(c)}" for b, c in zip(vals, counts, strict=True))
         if q.kind == "uniform":
             hist += f" g{q.group_size}"
+        parts = bits_breakdown(q)
+        for p, v in parts.items():
+            total[p] += v * n * k
         lines.append(f"{q.name:<40} {q.kind:<8} {f'{n}x{k}':>13} {hist:<22} "
-                     f"{q.n_outliers:>9} {q.bits_per_weight(True):>7.3f} "
-                     f"{q.bits_per_weight(False):>7.3f}")
+                     f"{q.n_outliers:>9} " + " ".join(f"{v:>8.4f}" for v in parts.values())
+                     + f" {q.bits_per_weight(True):>7.3f}")
     weights = sum(q.shape[0] * q.shape[1] for q in qm.layers.values())
+    lines.append(f"{'all layers':<40} {'':<8} {'':>13} {'':<22} {'':>9} "
+                 + " ".join(f"{v / weights:>8.4f}" for v in total.values())
+                 + f" {qm.bits_per_weight(True):>7.3f}")
     lines.append(f"total: {weights} weights, {qm.bits_per_weight(True):.4f} bits/weight "
                  f"({qm.bits_per_weight(False):.4f} without outliers), "
                  f"{8 * size / weights:.4f} bits/weight on disk")
+    lines.append("parts: codes = the packed codes; tables = 16-bit codebooks (CLAQ: 2^b entries "
+                 "per column, shared by the N rows) or fp16 scales + u8 zeros (uniform); bit map "
+                 "= one u8 width per column; outliers = fp16 values, 16-bit rows, int32 column "
+                 "pointers")
     return "\n".join(lines)
 
 
