@@ -241,7 +241,7 @@ def encode_documents(tok, docs, seqlen, batch_size, pad_to_seqlen=False):
     return out
 
 
-def _masked_rows(x, mask):
+def masked_rows(x, mask):
     """The rows of x [B, T, K] that are real tokens: x[mask] [n, K] (all rows without a mask)."""
     if mask is None:
         return x.reshape(-1, x.shape[-1])
@@ -288,7 +288,7 @@ def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQ
         current = {}
         hooks = [m.register_forward_pre_hook(
             lambda mod, inp, acc=hess[n], cur=current:
-            acc.add(_masked_rows(inp[0].detach(), cur["m"])))
+            acc.add(masked_rows(inp[0].detach(), cur["m"])))
             for n, m in linears]
         fp32_out = []
         with torch.no_grad():

@@ -44,6 +44,25 @@ def register(sub):
                         "by side")
     p.set_defaults(func=exec_cmd)
 
+    p = sub.add_parser("eval", help="a checkpoint's fidelity with a .q file's weights and the "
+                       "accelerator's int8 activations, against fp32, on a text file",
+                       description="Run CHECKPOINT_DIR in PyTorch with FILE.q's weights and the "
+                       "golden model's activation rounding at every quantized layer's input; "
+                       "report perplexity (causal models) or the mean cosine of pooled, "
+                       "normalized embeddings (encoders) against fp32, and per-layer errors.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    p.add_argument("qfile", metavar="FILE.q")
+    p.add_argument("--text", help="text to score: paragraphs separated by blank lines, or one "
+                   "document per line (default: the shipped calibration text)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="windows (causal, default 16) or documents (encoders, default 128)")
+    p.add_argument("--seqlen", type=int, default=256, help="window / longest document (tokens)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--activations", choices=("int8", "fp32"), default="int8",
+                   help="the accelerator's int8 per-token rounding (default) or none")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.set_defaults(func=eval_cmd)
+
 
 def _tokens(args):
     if args.tokens is None:
@@ -269,3 +288,21 @@ def _run_rtl(cfg, prog, simulator):
         return core_hdl.run_programs(cfg, {"program": prog}, simulator)["program"]
     except SimulatorMissing as e:
         raise UserError(f"--rtl {simulator}: {e}") from None
+
+
+def eval_cmd(args):
+    """`bitlut eval`: print the fidelity table (and write JSON); exit 0."""
+    from bitlut.fileio import atomic_write
+    from sim import accuracy
+    for name in ("samples", "seqlen", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, not {v}")
+    report = accuracy.evaluate(args.checkpoint, args.qfile, text=args.text, samples=args.samples,
+                               seqlen=args.seqlen, batch_size=args.batch_size,
+                               act_mode=args.activations)
+    print(accuracy.format_report(report))
+    if args.json:
+        atomic_write(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
