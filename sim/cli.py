@@ -18,6 +18,9 @@ def register(sub):
     p.add_argument("--gemm", metavar="M,K,N", help="simulate one GEMM with synthetic weights")
     p.add_argument("--wbits", type=int, default=2, help="weight bits of --gemm (uniform)")
     p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers")
+    p.add_argument("--blocks", type=int, metavar="N",
+                   help="the model's block count: adds the model's figure for its linear layers "
+                        "(default: the checkpoint's count when the .q records one)")
     p.add_argument("--unlimited-bandwidth", action="store_true",
                    help="DRAM transfers take no time (compute-only timing)")
     p.add_argument("--no-check", action="store_true", help="timing only, no output check")
@@ -93,6 +96,7 @@ def sim_cmd(args):
     from bitlut.fileio import atomic_write
     from sim.driver import simulate_layer, summarize
     cfg = config.load(args.arch)
+    settings = None
     if args.gemm:
         m, layer = _gemm_layer(args.gemm, args.wbits)
         layers, phases, source = {layer.name: layer}, [m], args.gemm
@@ -100,6 +104,7 @@ def sim_cmd(args):
         import quant
         model = quant.load(args.qfile)
         layers, phases, source = model.layers, _tokens(args), args.qfile
+        settings = model.quantizer.get("settings")
         if args.layers:
             unknown = [n for n in args.layers if n not in layers]
             if unknown:
@@ -108,7 +113,15 @@ def sim_cmd(args):
             layers = {n: layers[n] for n in args.layers}
     else:
         raise UserError("sim needs a FILE.q or --gemm M,K,N")
+    from sim import scope
+    try:
+        sc = scope.scope(layers, None if args.gemm else settings, args.blocks)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    label = scope.labels(layers)
     report = {"source": source, "config": cfg.tag, "arch": str(args.arch), "phases": []}
+    if not args.gemm:
+        report["scope"] = sc
     progress = _progress(len(layers) * len(phases))
     first = True
     for m in phases:
@@ -119,9 +132,12 @@ def sim_cmd(args):
                                        check=not args.no_check,
                                        trace=args.trace if first else None, full=args.full,
                                        unlimited_bandwidth=args.unlimited_bandwidth))
+            rows[-1]["label"] = label[name]
             first = False
         total, check = summarize(rows, m, cfg)
         report["phases"].append({"tokens": m, "layers": rows, "total": total, "check": check})
+        if not args.gemm:
+            report["phases"][-1]["model"] = scope.model_totals(total, m, sc)
     progress(None)
     for key in ("layers", "total", "check"):          # the first phase, at the top level
         report[key] = report["phases"][0][key]
@@ -175,7 +191,7 @@ def print_report(report, cfg):
             ck = r.get("check")
             check = "-" if ck is None else (
                 f"ok {ck['rel_fro_err']:.1e}" if ck["passed"] else "[red]MISMATCH[/red]")
-            t.add_row(r["name"] + (" *" if r["sampled"] else ""),
+            t.add_row(r.get("label", r["name"]) + (" *" if r["sampled"] else ""),
                       f"{r['shape'][0]}x{r['shape'][1]}", f"{r['bits_per_weight']:.2f}",
                       f"{r['tiling']['mr']}x{r['tiling']['nw']}", f"{r['cycles']:,}",
                       _time(r["latency_s"]), f"{r['roofline_fraction']:.0%}",
@@ -191,6 +207,9 @@ def print_report(report, cfg):
             f"PE utilization {tot['utilization']:.0%}\n"
             f"  energy {tot['energy_j_per_token'] * 1e3:.3f} mJ/token, "
             f"DRAM {tot['bytes_per_token'] / 2**20:.1f} MiB/token; top stalls: {stall}")
+        if "scope" in report:
+            from sim.scope import describe
+            console.print(describe(report["scope"], phase.get("model")), highlight=False)
         ck = phase["check"]
         if ck:
             verdict = "[green]match[/green]" if ck["passed"] else "[red]MISMATCH[/red]"
