@@ -114,7 +114,7 @@ def _prefix(ckpt_keys, model_keys, base_prefix):
 def read_documents(path):
     """The documents of a text file: paragraphs separated by blank lines, the line breaks inside
     a paragraph read as spaces (plain-text books, `quant/data/calibration.txt`); a file without
-    blank lines holds one document per line (a sentence list). Raises `UserError` for a missing
+    blank lines between its lines holds one document per line (a sentence list). Raises `UserError` for a missing
     file or one without text."""
     path = Path(path)
     if not path.is_file():
@@ -124,8 +124,8 @@ def read_documents(path):
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: text file must be UTF-8, not ({e.reason} at byte "
                         f"{e.start})") from None
-    lines = [ln.strip() for ln in raw.splitlines()]
-    if "" in lines and any(lines):
+    lines = "\n".join(ln.strip() for ln in raw.splitlines()).strip("\n").split("\n")
+    if "" in lines:             # a blank line between two non-blank ones: paragraphs
         docs, cur = [], []
         for ln in lines + [""]:
             if ln:

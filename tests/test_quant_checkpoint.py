@@ -111,7 +111,7 @@ def test_documents_are_paragraphs_or_lines(tmp_path):
     para.write_text("One line\nof a paragraph.\n\n\nAnother  one.\n")
     assert read_documents(para) == ["One line of a paragraph.", "Another  one."]
     lines = tmp_path / "lines.txt"
-    lines.write_text("First sentence.\nSecond sentence.\n")
+    lines.write_text("\nFirst sentence.\nSecond sentence.\n\n")   # blank lines at the ends only
     assert read_documents(lines) == ["First sentence.", "Second sentence."]
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(UserError, match=r"empty.txt: text file must hold at least one document"):
