@@ -6,7 +6,7 @@ held-out embedding cosine >= 0.85 at <= 2.4 true bits/weight.
 
 Besides the headline run (CLI, default settings: CLAQ-2.2, sequential), the same split through
 the library for comparison: random-token calibration (the old default), the per-layer path (every
-layer calibrated on the fp32 model's activations), CLAQ-3 and GPTQ-3 g128. Takes ~10 minutes on 2
+layer calibrated on the fp32 model's activations), CLAQ-3 and GPTQ-3 g128. Takes ~15 minutes on 2
 busy CPU cores; skipped, with the reason, when the checkpoint is not installed.
 """
 
@@ -54,12 +54,17 @@ def _summary(r, secs):
 
 
 def run():
-    from bench.common import held_out_split, installed_minilm
-    from quant.method import Method
+    from bench.common import installed_minilm
     folder, why = installed_minilm()
     if folder is None:
         return {"skipped": why}
-    tmp = Path(tempfile.mkdtemp(prefix="bitlut-bench-accuracy-"))
+    with tempfile.TemporaryDirectory(prefix="bitlut-bench-accuracy-") as tmp:
+        return _measure(folder, Path(tmp))
+
+
+def _measure(folder, tmp):
+    from bench.common import held_out_split
+    from quant.method import Method
     cal, held = held_out_split(tmp)
     q, js = tmp / "claq22.q", tmp / "claq22.json"
     secs = _cli("quantize", folder, "--text", cal, "--samples", 48, "-o", q)
