@@ -115,7 +115,8 @@ def sim_cmd(args):
         raise UserError("sim needs a FILE.q or --gemm M,K,N")
     from sim import scope
     try:
-        sc = scope.scope(layers, None if args.gemm else settings, args.blocks)
+        # a --layers selection is part of a block: only an explicit --blocks scales it
+        sc = scope.scope(layers, None if args.gemm or args.layers else settings, args.blocks)
     except ValueError as e:
         raise UserError(str(e)) from None
     label = scope.labels(layers)
