@@ -114,8 +114,8 @@ def _prefix(ckpt_keys, model_keys, base_prefix):
 def read_documents(path):
     """The documents of a text file: paragraphs separated by blank lines, the line breaks inside
     a paragraph read as spaces (plain-text books, `quant/data/calibration.txt`); a file without
-    blank lines between its lines holds one document per line (a sentence list). Raises `UserError` for a missing
-    file or one without text."""
+    blank lines between its lines holds one document per line (a sentence list). Raises
+    `UserError` for a missing file or one without text."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: text file must exist, not missing")
@@ -212,8 +212,7 @@ def calibration_batches(folder, config, cal):
     docs = read_documents(text)
     tok = load_tokenizer(folder, "to calibrate on text (or pass --random-tokens)")
     if kind == "causal":
-        ids = torch.tensor(tok("\n\n".join(docs), add_special_tokens=False)["input_ids"],
-                           dtype=torch.long)
+        ids = token_stream(tok, docs)
         if ids.numel() < 2:
             raise UserError(f"{text}: calibration text must have at least 2 tokens, "
                             f"not {ids.numel()}")
@@ -229,6 +228,14 @@ def calibration_batches(folder, config, cal):
 def max_tokens(config, seqlen):
     """`seqlen`, or less where the model's position embeddings end sooner."""
     return min(seqlen, int(getattr(config, "max_position_embeddings", None) or seqlen))
+
+
+def token_stream(tok, docs):
+    """The documents joined by blank lines and tokenized as one stream, without special tokens
+    (a causal model's text): [T] long. No warning for a stream longer than the model's
+    context: it is cut into windows or segments afterwards."""
+    ids = tok("\n\n".join(docs), add_special_tokens=False, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def encode_documents(tok, docs, seqlen, batch_size, pad_to_seqlen=False):

@@ -152,7 +152,7 @@ def eval_inputs(folder, config, kind, text, samples, seqlen, batch_size):
     tok = ckpt.load_tokenizer(folder, "to evaluate on text")
     seqlen = ckpt.max_tokens(config, seqlen)
     if kind == "causal":
-        ids = torch.tensor(tok("\n\n".join(docs), add_special_tokens=False)["input_ids"])
+        ids = ckpt.token_stream(tok, docs)
         n = min(samples, ids.numel() // seqlen)
         if n < 1:
             raise UserError(f"{text}: evaluation text must have at least {seqlen} tokens "
