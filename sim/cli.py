@@ -21,6 +21,11 @@ def register(sub):
     p.add_argument("--blocks", type=int, metavar="N",
                    help="the model's block count: adds the model's figure for its linear layers "
                         "(default: the checkpoint's count when the .q records one)")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="the checkpoint FILE.q was quantized from: adds `bitlut eval`'s fidelity "
+                        "against fp32 to the report")
+    p.add_argument("--eval-text", metavar="FILE",
+                   help="with --checkpoint: the text to score (default: the shipped text)")
     p.add_argument("--unlimited-bandwidth", action="store_true",
                    help="DRAM transfers take no time (compute-only timing)")
     p.add_argument("--no-check", action="store_true", help="timing only, no output check")
@@ -142,7 +147,12 @@ def sim_cmd(args):
     progress(None)
     for key in ("layers", "total", "check"):          # the first phase, at the top level
         report[key] = report["phases"][0][key]
+    if args.checkpoint and args.qfile:
+        from sim import accuracy
+        report["accuracy"] = accuracy.evaluate(args.checkpoint, args.qfile, text=args.eval_text)
     print_report(report, cfg)
+    if "accuracy" in report:
+        print(accuracy.format_report(report["accuracy"]))
     if args.plot:
         _plot(report, cfg, args.plot)
         print(f"wrote {args.plot}")

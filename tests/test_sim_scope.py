@@ -55,6 +55,19 @@ def tiny_ckpt_q(tmp_path_factory):
     return q
 
 
+def test_sim_report_carries_the_eval_numbers(tiny_ckpt_q, tmp_path, capsys):
+    from sim.accuracy import evaluate
+    out = tmp_path / "r.json"
+    capsys.readouterr()
+    assert main(["sim", str(tiny_ckpt_q), "--tokens", "1", "--no-check", "--checkpoint",
+                 str(tiny_ckpt_q.parent / "ckpt"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    acc = json.loads(out.read_text())["accuracy"]
+    alone = evaluate(tiny_ckpt_q.parent / "ckpt", tiny_ckpt_q)     # what `bitlut eval` reports
+    assert acc["accelerator"] == alone["accelerator"] and acc["fp32"] == alone["fp32"]
+    assert f"{alone['accelerator']['perplexity']:>10.3f}" in text and "KL from fp32" in text
+
+
 def test_sim_on_a_checkpoint_q(tiny_ckpt_q, tmp_path, capsys):
     out = tmp_path / "r.json"
     capsys.readouterr()
