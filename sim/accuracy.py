@@ -47,20 +47,24 @@ def round_activations(x):
     return torch.from_numpy(xr).reshape(shape).to(x.device)
 
 
+def _sq(t):
+    return float(t.double().square().sum())
+
+
 class _Err:
-    """Running sums of squared norms for one layer's relative errors."""
+    """Running sums of squared norms for one layer's relative errors: y_ref = x·Wᵀ (fp32),
+    y_w = x·W_hatᵀ, y_acc = round(x)·W_hatᵀ on the same input, y_fp32 the fp32 model's output."""
 
     def __init__(self):
         self.ref = self.w = self.a = self.total = self.drift = self.fp32 = 0.0
 
     def add(self, y_ref, y_w, y_acc, y_fp32):
-        sq = lambda t: float(t.double().square().sum())   # noqa: E731
-        self.ref += sq(y_ref)
-        self.w += sq(y_w - y_ref)
-        self.a += sq(y_acc - y_w)
-        self.total += sq(y_acc - y_ref)
-        self.fp32 += sq(y_fp32)
-        self.drift += sq(y_acc - y_fp32)
+        self.ref += _sq(y_ref)
+        self.w += _sq(y_w - y_ref)
+        self.a += _sq(y_acc - y_w)
+        self.total += _sq(y_acc - y_ref)
+        self.fp32 += _sq(y_fp32)
+        self.drift += _sq(y_acc - y_fp32)
 
     def as_dict(self):
         r = math.sqrt(self.ref) or 1.0
@@ -101,10 +105,10 @@ class QuantLinear(torch.nn.Module):
         if mode == "activations":
             return torch.nn.functional.linear(xr, self.w, self.b)
         y = torch.nn.functional.linear(xr, self.w_hat, self.b)
-        rows = lambda t: ckpt.masked_rows(t, self.state["mask"])   # noqa: E731
-        self.err.add(rows(torch.nn.functional.linear(x, self.w, self.b)),
-                     rows(torch.nn.functional.linear(x, self.w_hat, self.b)), rows(y),
-                     rows(self.fp32_out))
+        real = [ckpt.masked_rows(t, self.state["mask"]) for t in (
+            torch.nn.functional.linear(x, self.w, self.b),
+            torch.nn.functional.linear(x, self.w_hat, self.b), y, self.fp32_out)]
+        self.err.add(*real)
         return y
 
 
