@@ -44,6 +44,7 @@ llama7b.q: | $(STAMP)
 
 sim: $(STAMP) $(LAYER)
 	$(BIN)/bitlut sim $(LAYER) --arch $(CONFIG) $(if $(TOKENS),--tokens $(TOKENS)) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 		--json build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG))).json \
 		--plot build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG)))-roofline.png \
 		--trace build/sim/$(basename $(notdir $(LAYER)))-$(basename $(notdir $(CONFIG)))-trace.json

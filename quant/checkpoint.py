@@ -10,20 +10,31 @@ reloaded from the checkpoint for every block in turn) plus the parts outside the
 (embeddings, norms); only the current block's weights, the calibration hidden states and the
 packed results are in memory. The linear layers of a block are calibrated together in one pass
 (not CLAQ's "true sequential" sub-block order), then replaced by their dequantized weights before
-the block's outputs are computed for the next one. Works for models whose blocks sit in one
-`nn.ModuleList` (the LLaMA family: `layers`; BERT-style encoders: `encoder.layer`).
+the block's outputs are computed for the next one (or, with `sequential=False`, every block sees
+the fp32 model's activations). Works for models whose blocks sit in one `nn.ModuleList` (the
+LLaMA family: `layers`; BERT-style encoders: `encoder.layer`).
+
+Calibration data (`Calibration`, `calibration_batches`) fits the model: causal models get
+segments of the tokenized text at seeded offsets, as GPTQ samples C4; encoders get whole
+documents tokenized as the model expects, padded per batch, and padding rows are left out of
+every Hessian. The default text ships in `quant/data/`; random tokens only on request.
 """
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bitlut.errors import UserError
 
-SAMPLES = 16       # calibration sequences (GPTQ uses 128 x 2048 tokens; CPU-sized default)
+SAMPLES = 16          # causal: segments (GPTQ uses 128 x 2048 tokens; CPU-sized default)
 SEQLEN = 256
+ENCODER_SAMPLES = 128  # encoders: documents (a paragraph of the shipped text is ~50 tokens)
+# The shipped calibration text (public domain; quant/data/README.md says where it is from)
+DEFAULT_TEXT = Path(__file__).resolve().parent / "data" / "calibration.txt"
+CAUSAL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "opt")
 
 
 class _Stop(Exception):
@@ -100,62 +111,247 @@ def _prefix(ckpt_keys, model_keys, base_prefix):
     return max(sorted(score), key=lambda p: score[p])
 
 
-def calibration_ids(folder, vocab_size, text=None, samples=SAMPLES, seqlen=SEQLEN, seed=0):
-    """[samples, seqlen] token ids: segments of the tokenized `text` file at seeded random offsets
-    (as GPTQ samples C4), or seeded uniform random tokens when no text is given."""
-    g = torch.Generator().manual_seed(seed)
-    if text is None:
-        return torch.randint(0, vocab_size, (samples, seqlen), generator=g)
-    text_path = Path(text)
-    if not text_path.is_file():
-        raise UserError(f"{text}: calibration text file must exist, not missing")
+def read_documents(path):
+    """The documents of a text file: paragraphs separated by blank lines, the line breaks inside
+    a paragraph read as spaces (plain-text books, `quant/data/calibration.txt`); a file without
+    blank lines between its lines holds one document per line (a sentence list). Raises
+    `UserError` for a missing file or one without text."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: text file must exist, not missing")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: text file must be UTF-8, not ({e.reason} at byte "
+                        f"{e.start})") from None
+    lines = "\n".join(ln.strip() for ln in raw.splitlines()).strip("\n").split("\n")
+    if "" in lines:             # a blank line between two non-blank ones: paragraphs
+        docs, cur = [], []
+        for ln in lines + [""]:
+            if ln:
+                cur.append(ln)
+            elif cur:
+                docs.append(" ".join(cur))
+                cur = []
+    else:
+        docs = [ln for ln in lines if ln]
+    if not docs:
+        raise UserError(f"{path}: text file must hold at least one document, not be empty")
+    return docs
+
+
+def model_kind(config):
+    """"causal" for decoder-only language models (an architecture named `*ForCausalLM` or
+    `*LMHeadModel`, or a LLaMA-family model type), "encoder" otherwise (BERT-style)."""
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "causal"
+    if getattr(config, "is_decoder", False) or config.model_type in CAUSAL_TYPES:
+        return "causal"
+    return "encoder"
+
+
+def load_tokenizer(folder, why):
+    """The checkpoint's tokenizer; `UserError` (naming `why` it was needed) if it has none."""
     from transformers import AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(folder))
     except Exception as e:   # transformers raises many types for a missing tokenizer
         msg = " ".join(str(e).split())[:200]
-        raise UserError(f"{folder}: checkpoint must include a tokenizer for --text, not "
+        raise UserError(f"{folder}: checkpoint must include a tokenizer {why}, not "
                         f"({msg})") from None
-    ids = torch.tensor(tok(text_path.read_text(encoding="utf-8"))["input_ids"], dtype=torch.long)
-    if ids.numel() < 2:
-        raise UserError(f"{text}: calibration text must have at least 2 tokens, "
-                        f"not {ids.numel()}")
-    seqlen = min(seqlen, ids.numel())
-    starts = torch.randint(0, ids.numel() - seqlen + 1, (samples,), generator=g)
-    return torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
 
 
-def quantize_checkpoint(folder, method=None, text=None, samples=SAMPLES, seqlen=SEQLEN, seed=0,
-                        device="cpu", progress=None, on_block=None):
+@dataclass(frozen=True)
+class Calibration:
+    """Where the calibration activations come from.
+
+    Members:
+        text: a text file (`read_documents`); None means the shipped `DEFAULT_TEXT`.
+        samples: causal models: segments of `seqlen` tokens; encoders: documents (None: the
+            kind's default, `SAMPLES` or `ENCODER_SAMPLES`).
+        seqlen: causal: the segment length; encoders: the longest sample (longer ones are cut).
+        seed: picks the segments' offsets or the documents.
+        random_tokens: seeded uniform token ids instead of text (no tokenizer needed; a poor
+            stand-in: activations of random tokens are not the model's).
+        batch_size: encoder samples per forward pass, padded to the longest of the batch (or to
+            `seqlen` with `pad_to_seqlen`); padding rows never enter a Hessian.
+    """
+
+    text: str | None = None
+    samples: int | None = None
+    seqlen: int = SEQLEN
+    seed: int = 0
+    random_tokens: bool = False
+    batch_size: int = 8
+    pad_to_seqlen: bool = False
+
+    def metadata(self, kind, batches):
+        return {"text": None if self.random_tokens else str(self.text or DEFAULT_TEXT.name),
+                "random_tokens": self.random_tokens, "kind": kind,
+                "samples": sum(int(ids.shape[0]) for ids, _ in batches),
+                "seqlen": self.seqlen,
+                "tokens": sum(int(ids.numel() if m is None else m.sum()) for ids, m in batches)}
+
+
+def calibration_batches(folder, config, cal):
+    """The calibration inputs as a list of (input_ids [B, T], attention_mask [B, T] or None).
+
+    Causal models (GPTQ's C4 sampling, arXiv 2210.17323 §5): the documents joined by blank lines
+    are tokenized once and `samples` segments of `seqlen` tokens start at seeded offsets; no
+    padding, no mask. Encoders: `samples` documents chosen by the seed (all of them if fewer),
+    each tokenized as the model expects (special tokens such as [CLS] ... [SEP], cut to
+    `seqlen`), batched with padding and the tokenizer's attention mask."""
+    kind = model_kind(config)
+    samples = cal.samples or (SAMPLES if kind == "causal" else ENCODER_SAMPLES)
+    g = torch.Generator().manual_seed(cal.seed)
+    if cal.random_tokens:
+        ids = torch.randint(0, int(config.vocab_size), (samples, cal.seqlen), generator=g)
+        return [(ids[i:i + cal.batch_size], None) for i in range(0, samples, cal.batch_size)]
+    text = Path(cal.text) if cal.text is not None else DEFAULT_TEXT
+    docs = read_documents(text)
+    tok = load_tokenizer(folder, "to calibrate on text (or pass --random-tokens)")
+    if kind == "causal":
+        ids = token_stream(tok, docs)
+        if ids.numel() < 2:
+            raise UserError(f"{text}: calibration text must have at least 2 tokens, "
+                            f"not {ids.numel()}")
+        seqlen = min(cal.seqlen, ids.numel())
+        starts = torch.randint(0, ids.numel() - seqlen + 1, (samples,), generator=g)
+        segs = torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
+        return [(segs[i:i + cal.batch_size], None) for i in range(0, samples, cal.batch_size)]
+    pick = sorted(torch.randperm(len(docs), generator=g)[:samples].tolist())
+    return encode_documents(tok, [docs[i] for i in pick], max_tokens(config, cal.seqlen),
+                            cal.batch_size, cal.pad_to_seqlen)
+
+
+def max_tokens(config, seqlen):
+    """`seqlen`, or less where the model's position embeddings end sooner."""
+    return min(seqlen, int(getattr(config, "max_position_embeddings", None) or seqlen))
+
+
+def token_stream(tok, docs):
+    """The documents joined by blank lines and tokenized as one stream, without special tokens
+    (a causal model's text): [T] long. No warning for a stream longer than the model's
+    context: it is cut into windows or segments afterwards."""
+    ids = tok("\n\n".join(docs), add_special_tokens=False, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_documents(tok, docs, seqlen, batch_size, pad_to_seqlen=False):
+    """Encoder inputs for `docs`: [(input_ids, attention_mask)] per batch of `batch_size`."""
+    out = []
+    for i in range(0, len(docs), batch_size):
+        enc = tok(docs[i:i + batch_size], truncation=True, max_length=seqlen,
+                  padding="max_length" if pad_to_seqlen else "longest", return_tensors="pt")
+        out.append((enc["input_ids"], enc["attention_mask"]))
+    return out
+
+
+def masked_rows(x, mask):
+    """The rows of x [B, T, K] that are real tokens: x[mask] [n, K] (all rows without a mask)."""
+    if mask is None:
+        return x.reshape(-1, x.shape[-1])
+    return x[mask.to(x.device).bool()]
+
+
+def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQLEN, seed=0,
+                        device="cpu", progress=None, on_block=None, random_tokens=False,
+                        calibration=None, sequential=True, hessians=None):
     """Quantize every nn.Linear in the blocks of the checkpoint at `folder`; returns a `QModel`
     whose layer names are the checkpoint's module names (e.g. `model.layers.0.mlp.down_proj`).
 
-    `progress(n)` gets the number of columns done; `on_block(i, n_blocks)` is called per block.
-    Raises `UserError` for a missing or unreadable folder, config, weights or tokenizer."""
-    from transformers import AutoConfig, AutoModel
-
+    Calibration: `calibration` (a `Calibration`), or one built from `text`, `samples`, `seqlen`,
+    `seed` and `random_tokens`; the default is the shipped text. `sequential` (GPTQ's order)
+    calibrates each block on the outputs of the blocks before it with their quantized weights;
+    without it every layer sees the fp32 model's activations. `hessians`, when a dict, receives
+    each layer's H [K, K] (for tests). `progress(n)` gets the number of columns done;
+    `on_block(i, n_blocks)` is called per block. Raises `UserError` for a missing or unreadable
+    folder, config, weights, tokenizer or text."""
     from quant.gptq import Hessian
     from quant.layer import QModel
     from quant.method import Method, quantize_layer
     method = method or Method()
+    cal = calibration or Calibration(text, samples, seqlen, seed, random_tokens)
+    folder = Path(folder)
+    config = load_config(folder)
+    n_blocks = int(config.num_hidden_layers)
+    weights = _Weights(folder)
+    torch.manual_seed(cal.seed)
+    model, blocks_name, template, prefix = _one_block_model(folder, config, weights)
+    model.to(device)
+    batches = calibration_batches(folder, config, cal)
+    store = _catch_inputs(model, blocks_name, template, batches, device)
+    del model
+
+    layers = {}
+    for i in range(n_blocks):
+        if on_block is not None:
+            on_block(i, n_blocks)
+        bprefix = f"{prefix}{blocks_name}.{i}."
+        _load_block(template, weights, bprefix, folder, device)
+        linears = [(n, m) for n, m in template.named_modules() if isinstance(m, torch.nn.Linear)]
+        hess = {n: Hessian(m.in_features, device) for n, m in linears}
+        current = {}
+        hooks = [m.register_forward_pre_hook(
+            lambda mod, inp, acc=hess[n], cur=current:
+            acc.add(masked_rows(inp[0].detach(), cur["m"])))
+            for n, m in linears]
+        fp32_out = []
+        with torch.no_grad():
+            for hs, args, kwargs, mask in store:
+                current["m"] = mask
+                fp32_out.append(_hidden(template(hs, *args, **kwargs)))
+        for h in hooks:
+            h.remove()
+        for n, m in linears:
+            name = f"{bprefix}{n}"
+            if hessians is not None:
+                hessians[name] = hess[n].H
+            q = quantize_layer(method, m.weight.data.float(), hess[n].H, name, device, progress)
+            layers[name] = q
+            m.weight.data = q.dequant().to(m.weight.device, m.weight.dtype)
+        del hess
+        with torch.no_grad():
+            for j, (hs, args, kwargs, mask) in enumerate(store):
+                out = _hidden(template(hs, *args, **kwargs)) if sequential else fp32_out[j]
+                store[j] = (out, args, kwargs, mask)
+        del fp32_out
+    meta = method.metadata()
+    meta["settings"] = {**meta["settings"], "seed": cal.seed,
+                        "calibration": {**cal.metadata(model_kind(config), batches),
+                                        "sequential": sequential},
+                        "blocks": n_blocks}
+    return QModel(model=folder.resolve().name, quantizer=meta, layers=layers)
+
+
+def _hidden(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def load_config(folder):
+    """The transformers config of a checkpoint folder (UserError if missing or unreadable)."""
+    from transformers import AutoConfig
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: checkpoint folder must contain config.json, not "
                         f"{'a missing folder' if not folder.is_dir() else 'lack it'}")
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        return AutoConfig.from_pretrained(str(folder))
     except Exception as e:   # transformers raises ValueError, OSError, KeyError...
         msg = " ".join(str(e).split())[:200]
         raise UserError(f"{folder / 'config.json'}: must be a transformers config, not "
                         f"({msg})") from None
-    n_blocks = int(config.num_hidden_layers)
-    weights = _Weights(folder)
+
+
+def _one_block_model(folder, config, weights):
+    """The base model built with one block, its weights outside the blocks loaded: (model,
+    blocks' qualified name, the one block, the checkpoint's key prefix)."""
+    from transformers import AutoModel
     cfg1 = copy.deepcopy(config)
     cfg1.num_hidden_layers = 1
-    torch.manual_seed(seed)
     model = AutoModel.from_config(cfg1).float().eval()
     blocks_name, blocks = _blocks(model)
-    template = blocks[0]
     model_keys = set(model.state_dict())
     prefix = _prefix(list(weights.keys()), model_keys, getattr(model, "base_model_prefix", ""))
     outside = {k: weights.get(prefix + k).float() for k in model_keys
@@ -165,59 +361,39 @@ def quantize_checkpoint(folder, method=None, text=None, samples=SAMPLES, seqlen=
     if missing:
         raise UserError(f"{folder}: checkpoint must hold `{prefix}{missing[0]}`, not lack it")
     model.load_state_dict(outside, strict=False)
-    model.to(device)
+    return model, blocks_name, blocks[0], prefix
 
-    vocab = int(config.vocab_size)
-    ids = calibration_ids(folder, vocab, text, samples, seqlen, seed).to(device)
+
+def _catch_inputs(model, blocks_name, template, batches, device):
+    """The first block's inputs for every batch: [(hidden, args, kwargs, mask)]."""
+    blocks = model.get_submodule(blocks_name)
+    caught = []
+    blocks[0] = _Catcher(caught)
     store = []
-    blocks[0] = _Catcher(store)
     with torch.no_grad():
-        for row in ids:
+        for ids, mask in batches:
+            kw = {} if mask is None else {"attention_mask": mask.to(device)}
             try:
-                model(input_ids=row[None], use_cache=False)
+                model(input_ids=ids.to(device), use_cache=False, **kw)
             except _Stop:
                 pass
+            hs, args, kwargs = caught.pop()
+            store.append((hs, args, kwargs, mask))
     blocks[0] = template
-    del outside
+    return store
 
-    layers = {}
-    for i in range(n_blocks):
-        if on_block is not None:
-            on_block(i, n_blocks)
-        bprefix = f"{prefix}{blocks_name}.{i}."
-        state = {}
-        for k in template.state_dict():
-            if bprefix + k not in weights.where:
-                if k in dict(template.named_parameters()):
-                    raise UserError(f"{folder}: checkpoint must hold `{bprefix}{k}`, not lack it")
-                continue
-            state[k] = weights.get(bprefix + k).float()
-        template.load_state_dict(state, strict=False)
-        template.to(device)
-        linears = [(n, m) for n, m in template.named_modules() if isinstance(m, torch.nn.Linear)]
-        hess = {n: Hessian(m.in_features, device) for n, m in linears}
-        hooks = [m.register_forward_pre_hook(
-            lambda mod, inp, acc=hess[n]: acc.add(inp[0].detach())) for n, m in linears]
-        with torch.no_grad():
-            for hs, args, kwargs in store:
-                template(hs, *args, **kwargs)
-        for h in hooks:
-            h.remove()
-        for n, m in linears:
-            name = f"{bprefix}{n}"
-            q = quantize_layer(method, m.weight.data.float(), hess[n].H, name, device, progress)
-            layers[name] = q
-            m.weight.data = q.dequant().to(m.weight.device, m.weight.dtype)
-        del hess
-        with torch.no_grad():
-            for j, (hs, args, kwargs) in enumerate(store):
-                out = template(hs, *args, **kwargs)
-                store[j] = (out[0] if isinstance(out, tuple) else out, args, kwargs)
-    meta = method.metadata()
-    meta["settings"] = {**meta["settings"], "seed": seed, "calibration": {
-        "text": str(text) if text else None, "samples": int(ids.shape[0]),
-        "seqlen": int(ids.shape[1])}}
-    return QModel(model=folder.resolve().name, quantizer=meta, layers=layers)
+
+def _load_block(template, weights, bprefix, folder, device):
+    state = {}
+    params = dict(template.named_parameters())
+    for k in template.state_dict():
+        if bprefix + k not in weights.where:
+            if k in params:
+                raise UserError(f"{folder}: checkpoint must hold `{bprefix}{k}`, not lack it")
+            continue
+        state[k] = weights.get(bprefix + k).float()
+    template.load_state_dict(state, strict=False)
+    template.to(device)
 
 
 def linear_columns(folder):

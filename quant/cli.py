@@ -1,6 +1,7 @@
 """`bitlut quantize` and `bitlut inspect`. Cheap to import: torch and transformers load inside
 the command functions."""
 
+import sys
 from pathlib import Path
 
 from bitlut import args as checks
@@ -31,12 +32,19 @@ def register(sub):
                         "for the top 10%% of columns, 0.4%% for the rest)")
     p.add_argument("--outlier-ratio", metavar="TOP[,REST]",
                    help="CLAQ outlier reservation with these per-tail ratios")
-    p.add_argument("--text", help="calibration text file (checkpoints; default: seeded random "
-                                  "tokens)")
+    p.add_argument("--text", help="calibration text file (checkpoints): paragraphs separated "
+                                  "by blank lines, or one document per line when it has none "
+                                  "(default: the shipped public-domain text)")
+    p.add_argument("--random-tokens", action="store_true",
+                   help="calibrate on seeded random token ids instead of text (poor accuracy; "
+                        "for checkpoints without a tokenizer)")
     p.add_argument("--samples", type=checks.arg(checks.integer, "--samples", 1, 1 << 16),
-                   default=16, help="calibration sequences (checkpoints)")
+                   default=None,
+                   help="calibration samples (checkpoints): causal models: segments "
+                        "(default 16); encoders: documents (default 128)")
     p.add_argument("--seqlen", type=checks.arg(checks.integer, "--seqlen", 1, 1 << 20),
-                   default=256, help="calibration sequence length")
+                   default=256,
+                   help="calibration segment length / longest encoder sample (tokens)")
     p.add_argument("--seed", type=checks.seed(), default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=cmd_quantize)
@@ -87,7 +95,7 @@ def cmd_quantize(args):
         raise UserError("quantize needs exactly one of CHECKPOINT_DIR or --synthetic NAME, "
                         f"not {'both' if args.checkpoint else 'neither'}")
     for name in ("samples", "seqlen"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, not {getattr(args, name)}")
     method = method_from_args(args)
     _check_device(args.device)
@@ -101,12 +109,19 @@ def cmd_quantize(args):
                                           device=args.device, progress=advance)
     else:
         from quant import checkpoint
+        if args.random_tokens and args.text:
+            raise UserError("--random-tokens and --text must not go together, not both")
+        if args.random_tokens:
+            print("bitlut: warning: calibrating on random token ids (--random-tokens): the "
+                  "activations are not the model's, expect a worse quantization than with text",
+                  file=sys.stderr)
         total = checkpoint.linear_columns(args.checkpoint)
         with progress(total, f"{method.label()} {Path(args.checkpoint).name}") as advance:
             qm = checkpoint.quantize_checkpoint(args.checkpoint, method, text=args.text,
                                                 samples=args.samples, seqlen=args.seqlen,
                                                 seed=args.seed, device=args.device,
-                                                progress=advance)
+                                                progress=advance,
+                                                random_tokens=args.random_tokens)
     path = quant.save(args.output, qm)
     print(f"wrote {path}: {len(qm.layers)} layers, {method.label()}, "
           f"{qm.bits_per_weight(True):.3f} bits/weight "
@@ -126,27 +141,51 @@ def _check_device(device):
                         "(no CUDA)")
 
 
+PARTS = (("codes", ("codes",)), ("tables", ("codebooks", "scales", "zeros")),
+         ("bit map", ("bitmap",)), ("outliers", ("outliers",)))
+
+
+def bits_breakdown(q):
+    """Bits per weight of one layer by part: codes; tables (codebooks, or scales and zeros);
+    the bit-width map; the outlier list (`QLayer.bit_counts` says what each counts)."""
+    counts = q.bit_counts()
+    n, k = q.shape
+    return {part: sum(counts.get(f, 0) for f in fields) / (n * k) for part, fields in PARTS}
+
+
 def format_inspect(path, qm):
-    """The `bitlut inspect` report as text."""
+    """The `bitlut inspect` report as text: per layer, bits/weight broken into codes, tables
+    (codebooks or scales/zeros), the bit map and outliers, and their sum."""
     size = Path(path).stat().st_size
     lines = [f"{path}: model {qm.model}, quantizer {qm.quantizer.get('name')}, "
              f"{len(qm.layers)} layers, {size / 2**20:.2f} MiB on disk",
              f"settings: {qm.quantizer.get('settings')}",
              f"{'layer':<40} {'kind':<8} {'N x K':>13} {'bits (columns)':<22} {'outliers':>9} "
-             f"{'bpw':>7} {'bpw w/o':>7}"]
+             + " ".join(f"{p:>8}" for p, _ in PARTS) + f" {'bpw':>7}"]
+    total = dict.fromkeys((p for p, _ in PARTS), 0.0)
     for q in qm.layers.values():
         n, k = q.shape
         vals, counts = _unique(q.bits)
         hist = " ".join(f"{int(b)}:{int(c)}" for b, c in zip(vals, counts, strict=True))
         if q.kind == "uniform":
             hist += f" g{q.group_size}"
+        parts = bits_breakdown(q)
+        for p, v in parts.items():
+            total[p] += v * n * k
         lines.append(f"{q.name:<40} {q.kind:<8} {f'{n}x{k}':>13} {hist:<22} "
-                     f"{q.n_outliers:>9} {q.bits_per_weight(True):>7.3f} "
-                     f"{q.bits_per_weight(False):>7.3f}")
+                     f"{q.n_outliers:>9} " + " ".join(f"{v:>8.4f}" for v in parts.values())
+                     + f" {q.bits_per_weight(True):>7.3f}")
     weights = sum(q.shape[0] * q.shape[1] for q in qm.layers.values())
+    lines.append(f"{'all layers':<40} {'':<8} {'':>13} {'':<22} {'':>9} "
+                 + " ".join(f"{v / weights:>8.4f}" for v in total.values())
+                 + f" {qm.bits_per_weight(True):>7.3f}")
     lines.append(f"total: {weights} weights, {qm.bits_per_weight(True):.4f} bits/weight "
                  f"({qm.bits_per_weight(False):.4f} without outliers), "
                  f"{8 * size / weights:.4f} bits/weight on disk")
+    lines.append("parts: codes = the packed codes; tables = 16-bit codebooks (CLAQ: 2^b entries "
+                 "per column, shared by the N rows) or fp16 scales + u8 zeros (uniform); bit map "
+                 "= one u8 width per column; outliers = fp16 values, 16-bit rows, int32 column "
+                 "pointers")
     return "\n".join(lines)
 
 

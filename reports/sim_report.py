@@ -49,7 +49,7 @@ def print_report(report, cfg, console=None):
             ck = r.get("check")
             check = "-" if ck is None else (
                 f"ok {ck['rel_fro_err']:.1e}" if ck["passed"] else "[red]MISMATCH[/red]")
-            t.add_row(r["name"] + (" *" if r["sampled"] else ""),
+            t.add_row(r.get("label", r["name"]) + (" *" if r["sampled"] else ""),
                       f"{r['shape'][0]}x{r['shape'][1]}", f"{r['bits_per_weight']:.2f}",
                       f"{r['tiling']['mr']}x{r['tiling']['nw']}", f"{r['cycles']:,}",
                       _time(r["latency_s"]), f"{r['roofline_fraction']:.0%}",
@@ -66,6 +66,9 @@ def print_report(report, cfg, console=None):
             f"  energy {tot['energy_j_per_token'] * 1e3:.3f} mJ/token, "
             f"DRAM {tot['bytes_per_token'] / 2**20:.1f} MiB/token\n"
             f"  top stalls, % of the phase's cycles: {stall}")
+        if "scope" in report:
+            from sim.scope import describe
+            console.print(describe(report["scope"], phase.get("model")), highlight=False)
         ck = phase["check"]
         if ck:
             verdict = "[green]match[/green]" if ck["passed"] else "[red]MISMATCH[/red]"

@@ -23,6 +23,14 @@ def register(sub):
                    type=checks.arg(checks.integer, "--wbits", min(UNIFORM_BITS),
                                    max(UNIFORM_BITS)))
     p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers")
+    p.add_argument("--blocks", type=int, metavar="N",
+                   help="the model's block count: adds the model's figure for its linear layers "
+                        "(default: the checkpoint's count when the .q records one)")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="the checkpoint FILE.q was quantized from: adds `bitlut eval`'s fidelity "
+                        "against fp32 to the report")
+    p.add_argument("--eval-text", metavar="FILE",
+                   help="with --checkpoint: the text to score (default: the shipped text)")
     p.add_argument("--unlimited-bandwidth", action="store_true",
                    help="DRAM transfers take no time (compute-only timing)")
     p.add_argument("--no-check", action="store_true", help="timing only, no output check")
@@ -61,6 +69,25 @@ def register(sub):
                         "by side")
     p.set_defaults(func=exec_cmd)
 
+    p = sub.add_parser("eval", help="a checkpoint's fidelity with a .q file's weights and the "
+                       "accelerator's int8 activations, against fp32, on a text file",
+                       description="Run CHECKPOINT_DIR in PyTorch with FILE.q's weights and the "
+                       "golden model's activation rounding at every quantized layer's input; "
+                       "report perplexity (causal models) or the mean cosine of pooled, "
+                       "normalized embeddings (encoders) against fp32, and per-layer errors.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
+    p.add_argument("qfile", metavar="FILE.q")
+    p.add_argument("--text", help="text to score: paragraphs separated by blank lines, or one "
+                   "document per line (default: the shipped calibration text)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="windows (causal, default 16) or documents (encoders, default 128)")
+    p.add_argument("--seqlen", type=int, default=256, help="window / longest document (tokens)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--activations", choices=("int8", "fp32"), default="int8",
+                   help="the accelerator's int8 per-token rounding (default) or none")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.set_defaults(func=eval_cmd)
+
 
 def _tokens(args):
     if args.tokens is None:
@@ -81,6 +108,7 @@ def sim_cmd(args):
     from reports.sim_report import print_report, roofline_rows
     from sim.driver import simulate_layer, summarize
     cfg = config.load(args.arch)
+    settings = None
     if args.gemm:
         m, layer = _gemm_layer(args.gemm, args.wbits)
         layers, phases, source = {layer.name: layer}, [m], ",".join(map(str, args.gemm))
@@ -88,6 +116,7 @@ def sim_cmd(args):
         import quant
         model = quant.load(args.qfile)
         layers, phases, source = model.layers, _tokens(args), args.qfile
+        settings = model.quantizer.get("settings")
         if args.layers:
             unknown = [n for n in args.layers if n not in layers]
             if unknown:
@@ -97,7 +126,16 @@ def sim_cmd(args):
     else:
         raise UserError("sim needs a FILE.q or --gemm M,K,N")
     trace = _run_trace(args, layers)
+    from sim import scope
+    try:
+        # a --layers selection is part of a block: only an explicit --blocks scales it
+        sc = scope.scope(layers, None if args.gemm or args.layers else settings, args.blocks)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    label = scope.labels(layers)
     report = {"source": source, "config": cfg.tag, "arch": str(args.arch), "phases": []}
+    if not args.gemm:
+        report["scope"] = sc
     progress = _progress(len(layers) * len(phases))
     for m in phases:
         rows = []
@@ -107,12 +145,20 @@ def sim_cmd(args):
                                        check=not args.no_check,
                                        trace=trace, full=args.full,
                                        unlimited_bandwidth=args.unlimited_bandwidth))
+            rows[-1]["label"] = label[name]
         total, check = summarize(rows, m, cfg)
         report["phases"].append({"tokens": m, "layers": rows, "total": total, "check": check})
+        if not args.gemm:
+            report["phases"][-1]["model"] = scope.model_totals(total, m, sc)
     progress(None)
     for key in ("layers", "total", "check"):          # the first phase, at the top level
         report[key] = report["phases"][0][key]
+    if args.checkpoint and args.qfile:
+        from sim import accuracy
+        report["accuracy"] = accuracy.evaluate(args.checkpoint, args.qfile, text=args.eval_text)
     print_report(report, cfg)
+    if "accuracy" in report:
+        print(accuracy.format_report(report["accuracy"]))
     if args.plot is not None:
         from reports.roofline_plot import plot
         rows, measured = roofline_rows(report, cfg)
@@ -231,3 +277,21 @@ def _run_rtl(cfg, prog, simulator):
         return core_hdl.run_programs(cfg, {"program": prog}, simulator)["program"]
     except SimulatorMissing as e:
         raise UserError(f"--rtl {simulator}: {e}") from None
+
+
+def eval_cmd(args):
+    """`bitlut eval`: print the fidelity table (and write JSON); exit 0."""
+    from bitlut.fileio import atomic_write
+    from sim import accuracy
+    for name in ("samples", "seqlen", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, not {v}")
+    report = accuracy.evaluate(args.checkpoint, args.qfile, text=args.text, samples=args.samples,
+                               seqlen=args.seqlen, batch_size=args.batch_size,
+                               act_mode=args.activations)
+    print(accuracy.format_report(report))
+    if args.json:
+        atomic_write(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
