@@ -32,6 +32,42 @@ def register(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=dse_cmd)
 
+    c = sub.add_parser("calibrate-gpu", help="fit a GPU's roofline efficiency terms (and the "
+                       "int4 weight-only kernel's dequantization cost) to measured layer times",
+                       description="Fit dse.gpu's model to a calibration JSON (measure one with "
+                       "`python -m dse.gpu_measure -o F.json`) and print the fit and its error "
+                       "on held-out token counts.")
+    c.add_argument("measured", nargs="?", metavar="FILE.json",
+                   help="measured layer times (default: the shipped H100 set)")
+    c.add_argument("--gpu", default="h100_sxm", help="a GPU of arch/gpus.yaml for the peaks")
+    c.add_argument("--json", metavar="FILE", help="write the fit as JSON")
+    c.set_defaults(func=calibrate_cmd)
+
+
+def calibrate_cmd(args):
+    import json
+
+    from arch import roofline
+    from bitlut.fileio import atomic_write
+    from dse import gpu
+    gpus = roofline.load_gpus()
+    if args.gpu not in gpus:
+        raise UserError(f"--gpu must be one of {', '.join(gpus)}, not {args.gpu!r}")
+    r = gpu.calibrate(gpus[args.gpu], args.measured or gpu.DATA)
+    print(f"{args.gpu}: " + ", ".join(f"{k}={v:.4g}" for k, v in r["params"].items())
+          + f", m_tile={r['m_tile']}; rms log error {r['rms_log_error']:.3f}")
+    for name in ("fitted", "interpolate", "held_out"):
+        errs = [abs(row[6]) for row in r[name]]
+        if errs:
+            print(f"  {name}: MAPE {sum(errs) / len(errs):.1%}, worst {max(errs):.1%} "
+                  f"({len(errs)} shapes)")
+        for dtype, m, n, k, t, pred, err in r[name]:
+            print(f"    {dtype:7s} M={m:<5d} N={n} K={k}: measured {t * 1e6:9.1f} us, "
+                  f"model {pred * 1e6:9.1f} us ({err:+.1%})")
+    if args.json:
+        atomic_write(args.json, json.dumps(r, indent=1) + "\n")
+        print(f"wrote {args.json}")
+
 
 def dse_cmd(args):
     from pathlib import Path

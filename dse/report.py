@@ -321,22 +321,33 @@ def _winners(data):
 
 
 def _gpu_rows(data):
-    """Each workload's block on the GPUs of `arch/gpus.yaml` by their roofline (fp16 weights and
-    the workload's stored weight bytes), per model."""
+    """Each workload's block on the GPUs of `arch/gpus.yaml`: by their default roofline with fp16
+    weights, and on the H100 by the model calibrated to dse/data/h100_calibration.json (fp16
+    and the int4 weight-only kernel), per model."""
     from arch import roofline
+    from dse import gpu as gpu_model
     from quant.qformat import read_meta
-    rows = []
     gpus = roofline.load_gpus()
+    cal = gpu_model.calibrate(gpus["h100_sxm"])
+    rows = []
     for wl in data.sweep.workloads:
-        layers = read_meta(wl.path)["layers"]
-        for name, gpu in sorted(gpus.items()):
-            row = [wl.name, name]
-            for m in wl.tokens.values():
-                fp16 = sum(gpu.layer_seconds(m, n, k, 2 * n * k) for n, k in
-                           (lm["shape"] for lm in layers))
-                row.append(m / (fp16 * wl.blocks))
-            rows.append(row)
-    return rows
+        shapes = [tuple(lm["shape"]) for lm in read_meta(wl.path)["layers"]]
+        for name, g in sorted(gpus.items()):
+            rows.append([wl.name, f"{name} fp16 (default terms)",
+                         *(m / (wl.blocks * sum(g.layer_seconds(m, n, k, 2 * n * k)
+                                                for n, k in shapes))
+                           for m in wl.tokens.values())])
+        for dtype in ("fp16", "int4wo"):
+            rows.append([wl.name, f"h100_sxm {dtype} (calibrated)",
+                         *(m / (wl.blocks * gpu_model.block_seconds(
+                             gpus["h100_sxm"], cal["params"], cal["m_tile"], dtype, m, shapes))
+                           for m in wl.tokens.values())])
+    return rows, cal
+
+
+def _gpu_fit_rows(cal):
+    return [[name, dtype, m, t * 1e6, pred * 1e6, err]
+            for name in ("interpolate", "held_out") for dtype, m, _, _, t, pred, err in cal[name]]
 
 
 def tables(data):
@@ -394,10 +405,21 @@ def tables(data):
     out["sim_ratio"] = Table("SimPy / roofline rung, promoted points",
                              ["workload", "kind", "point",
                               *(f"{ph} cycles ratio" for ph in sw.phases)], _sim_rows(data))
-    out["gpu"] = Table("GPU row (roofline, fp16 weights, uncalibrated efficiency terms)",
-                       ["workload", "gpu", *(f"{ph} tok/s" for ph in sw.phases)],
-                       _gpu_rows(data),
-                       "arch/gpus.yaml's default efficiency terms; tokens/s of the whole model.")
+    gpu_rows, cal = _gpu_rows(data)
+    out["gpu"] = Table("GPU row", ["workload", "gpu", *(f"{ph} tok/s" for ph in sw.phases)],
+                       gpu_rows, "Tokens/s of the whole model: arch/gpus.yaml's default "
+                       "efficiency terms, and the H100 model fitted to measured layer times "
+                       "(dse/gpu.py), whose int4 weight-only row charges the kernel's "
+                       "dequantization.")
+    fit = cal["interpolate"]
+    mape = sum(abs(r[6]) for r in fit) / len(fit) if fit else 0.0
+    out["gpu_fit"] = Table(
+        "GPU fit on shapes it was not fitted on", ["protocol", "dtype", "M", "measured us",
+                                                   "model us", "error"],
+        _gpu_fit_rows(cal),
+        f"interpolate: fitted on the smallest and largest M, MAPE {mape:.1%} on the others; "
+        "held_out: each M left out in turn (int8 has two shapes, so leaving one out leaves "
+        "one to fit: its held-out rows say how little two shapes pin down).")
     inv = {}
     for p in data.points:
         st = data.table.get(p.key)
@@ -475,7 +497,7 @@ def render(sweep, store, out):
              "Per model (x blocks): `<phase>_tok_s`, `_j_per_tok`, `_bytes_per_tok`. Area in "
              "millions of transistor-equivalents (Mtr).")
     order = ["counts", "top", "winners", "front", "fronts", "sensitivity", "sim_ratio", "gpu",
-             "area", "invalid"]
+             "gpu_fit", "area", "invalid"]
     md = [f"# DSE report: {sweep.name}", "", intro, ""]
     body = [f"<h1>DSE report: {html.escape(sweep.name)}</h1><p>{html.escape(intro)}</p>"]
     for fid, caption in FIGURES:
