@@ -59,7 +59,7 @@ ANCHORS = Anchors()
 _REF = {"lut": 16 * 16, "bitserial": 4 * 8, "mac": 8 * 9}     # reference datapath size
 
 
-def _datapath(cfg):
+def datapath(cfg):
     """The lane's datapath size in the unit of `_REF`: table entries x entry bits (LUT), group x
     activation bits (bit-serial), activation x dequantized weight bits (MAC)."""
     pe = cfg.pe
@@ -76,7 +76,7 @@ def lane_scale(cfg):
     a = ANCHORS
     ref = getattr(a, f"{pe.kind}_lane_tr")
     acc_ref = a.acc_bit_tr * 32
-    lane = acc_ref * pe.acc_bits / 32 + (ref - acc_ref) * _datapath(cfg) / _REF[pe.kind]
+    lane = acc_ref * pe.acc_bits / 32 + (ref - acc_ref) * datapath(cfg) / _REF[pe.kind]
     return lane / ref
 
 
@@ -106,13 +106,39 @@ def buffers_used(cfg):
     return tuple(b for b in BUFFERS if b != "table" or cfg.pe.kind == "lut")
 
 
+_fitted = None
+
+
+def fitted():
+    """{kind: fit} of the lane model fitted to the cached syntheses (`dse.synth`), for the
+    kinds whose fit meets its gate on held-out arrays and matches the current RTL."""
+    global _fitted
+    if _fitted is None:
+        from dse import synth
+        fits, _ = synth.fit()
+        _fitted = {k: f for k, f in fits.items() if f["calibrated"]}
+    return _fitted
+
+
+def pe_transistors(cfg):
+    """Transistors of the PE array: the fitted lane model where its kind is calibrated, else
+    the anchors of docs/rtl.md with the assumed lane split."""
+    pe = cfg.pe
+    lanes = pe.rows * pe.cols
+    f = fitted().get(pe.kind)
+    if f is not None:
+        c_acc, c_dp, c0 = f["coef"]
+        return lanes * (c_acc * pe.acc_bits + c_dp * datapath(cfg)) + c0
+    return lanes * getattr(ANCHORS, f"{pe.kind}_lane_tr") * lane_scale(cfg)
+
+
 def area(cfg):
     """{metric: value} of the config's area: totals and the parts (PE array, table unit,
     scratchpads) in millions of transistors, and the ECP5 estimate."""
     pe, a = cfg.pe, ANCHORS
     lanes = pe.rows * pe.cols
     scale = lane_scale(cfg)
-    pe_tr = lanes * getattr(a, f"{pe.kind}_lane_tr") * scale
+    pe_tr = pe_transistors(cfg)
     pe_luts = lanes * getattr(a, f"{pe.kind}_lane_luts") * scale
     table_tr = table_luts = 0.0
     if pe.kind == "lut":

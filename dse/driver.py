@@ -2,11 +2,12 @@
 
 1. Every valid point by the `roofline` rung, in batches of `ladder.batch` points (one task
    each: a trivial Dask task costs milliseconds, a point about a hundred).
-2. The `sim` rung (SimPy) for the points within `ladder.epsilon` of each workload's Pareto front
-   over the objectives, and the grid neighbours (one axis one step away) of the front's points,
-   one point per task; the front is recomputed with the SimPy figures where they exist, and the
-   rung repeats until it promotes nothing new (the front stopped changing), `max_rounds` or
-   `max_sim_points` (the total SimPy budget) ends it.
+2. The `sim` rung (SimPy) for each workload's Pareto front over the objectives, then the points
+   within `ladder.epsilon` of it and the grid neighbours (one axis one step away) of the front's
+   points, one point per task, the workloads taking turns; the front is recomputed with the
+   SimPy figures where they exist, and the rung repeats until a round leaves the front as it was
+   (or promotes nothing new): the front stopped changing. `max_rounds` or `max_sim_points` (the
+   total SimPy budget) end it earlier.
 
 Invalid points are stored with their reason and never evaluated; points that break a
 constraint are evaluated but kept off the fronts. The driver is the store's only writer, so a
@@ -152,29 +153,33 @@ def neighbours(point, grid):
 
 
 def promotions(sweep, points, table, simmed):
-    """The points the sim rung should evaluate next, most useful first: front points, then
-    the near-front ones, then the front's grid neighbours; none already simulated."""
+    """The points the sim rung should evaluate next, most useful first: per workload its front
+    points, then the near-front ones, then the front's grid neighbours, none already
+    simulated; the workloads take turns, so a budget is shared evenly."""
     grid = {(p.coords, p.workload.name): p for p in points}
-    chosen, seen = [], set(simmed)
-
-    def take(p):
-        if p.key not in seen:
-            seen.add(p.key)
-            chosen.append(p)
-
-    fr = fronts(sweep, points, table)
-    for pts, front, _ in fr.values():
-        for i in front:
-            take(pts[i])
-    for pts, _, near in fr.values():
-        for i in near:
-            take(pts[i])
-    for pts, front, _ in fr.values():
-        for i in front:
-            for q in neighbours(pts[i], grid):
-                if q.key in table and table[q.key][1] == "ok":
-                    take(q)
+    per_workload = []
+    for pts, front, near in fronts(sweep, points, table).values():
+        order = [pts[i] for i in front] + [pts[i] for i in near]
+        order += [q for i in front for q in neighbours(pts[i], grid)
+                  if q.key in table and table[q.key][1] == "ok"]
+        seen, mine = set(simmed), []
+        for p in order:
+            if p.key not in seen:
+                seen.add(p.key)
+                mine.append(p)
+        per_workload.append(mine)
+    chosen, seen = [], set()
+    for i in range(max((len(m) for m in per_workload), default=0)):
+        for mine in per_workload:
+            if i < len(mine) and mine[i].key not in seen:
+                seen.add(mine[i].key)
+                chosen.append(mine[i])
     return chosen
+
+
+def front_keys(sweep, points, table):
+    return {wl: frozenset(pts[i].key for i in front)
+            for wl, (pts, front, _) in fronts(sweep, points, table).items()}
 
 
 def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
@@ -202,9 +207,16 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
         converged = True
         if sweep.ladder["sim"] if sim is None else sim:
             budget = sweep.ladder["max_sim_points"]
-            converged = False
-            while rounds < sweep.ladder["max_rounds"]:
+            converged, before = False, None
+            while True:
                 table = merged(store, uniq)
+                now = front_keys(sweep, uniq, table)
+                if now == before:            # the last round's SimPy figures kept the front
+                    converged = True
+                    break
+                if rounds >= sweep.ladder["max_rounds"]:
+                    break
+                before = now
                 simmed = store.done("sim") & set(by_key)
                 left = budget - len(simmed)
                 todo = promotions(sweep, uniq, table, simmed)

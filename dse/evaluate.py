@@ -32,7 +32,7 @@ PHASE_METRICS = ("tok_s", "j_per_tok", "bytes_per_tok", "cycles", "block_s", "bl
 MODEL_SOURCES = ("arch/config.py", "arch/timing.py", "arch/image.py", "arch/isa.py",
                  "compiler/plan.py", "compiler/tiling.py", "compiler/lower.py",
                  "sim/cycle.py", "sim/driver.py", "sim/executor.py", "dse/area.py",
-                 "dse/evaluate.py")
+                 "dse/evaluate.py", "dse/synth.py")
 ROOT = Path(__file__).resolve().parent.parent
 _version = None
 _models = {}
@@ -51,6 +51,9 @@ def model_version():
         h = hashlib.sha256()
         for rel in MODEL_SOURCES:
             h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+        from dse import synth  # the area fit: its syntheses and their RTL
+        h.update(synth.CACHE.read_bytes() if synth.CACHE.exists() else b"no syntheses")
+        h.update(synth.rtl_hash().encode())
         _version = h.hexdigest()[:16]
     return _version
 

@@ -34,20 +34,15 @@ def front(values, senses):
 
 
 def near_front(values, senses, epsilon):
-    """Indices of rows within `epsilon` of the front: rows that no other row beats by more than
-    a factor (1 + epsilon) in every objective (the front itself included). Objectives are
-    ratios (throughputs, energies, areas), so the tolerance is relative."""
+    """Indices of rows within `epsilon` of the front: rows that, improved by a factor
+    (1 + epsilon) in every objective, would be at least as good as some front point in all of
+    them (the front itself included; objectives are ratios such as throughputs, energies and
+    areas, so the tolerance is relative)."""
     if len(values) == 0:
         return []
     v = np.asarray(values, dtype=np.float64).reshape(len(values), len(senses))
-    # a row, improved by (1 + eps) in every objective, is still dominated: it is not near
     better = np.where(np.array([s == "max" for s in senses]), v * (1 + epsilon),
                       v / (1 + epsilon))
     o, b = _oriented(v, senses), _oriented(better, senses)
-    keep = []
-    for i in range(len(v)):
-        ge = np.all(o >= b[i], axis=1)
-        gt = np.any(o > b[i], axis=1)
-        if not np.any(ge & gt):
-            keep.append(i)
-    return keep
+    f = o[front(values, senses)]
+    return [i for i in range(len(v)) if bool(np.any(np.all(b[i] >= f, axis=1)))]

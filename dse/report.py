@@ -24,7 +24,8 @@ FIGURES = (("front_decode", "decode tokens/s vs area"),
            ("front_energy", "decode energy per token vs decode tokens/s"),
            ("roofline", "the fronts on the roofline"),
            ("sensitivity", "per-axis sensitivity"),
-           ("sim_ratio", "SimPy / roofline of the promoted points"))
+           ("sim_ratio", "SimPy / roofline of the promoted points"),
+           ("area_parity", "area model vs synthesis (CMOS transistors)"))
 KIND_COLORS = {"lut": "tab:blue", "bitserial": "tab:orange", "mac": "tab:green"}
 WIN_METRICS = (("decode_tok_s_per_mtr", "max"), ("prefill_tok_s_per_mtr", "max"),
                ("decode_tok_per_j", "max"), ("prefill_tok_per_j", "max"))
@@ -255,6 +256,49 @@ def _sim_fig(rows, phases):
     return _png(fig)
 
 
+def _parity_rows():
+    """(kind, array, role, synthesized, model) of every cached synthesis, by the fitted model."""
+    from dse import synth
+    fits, _ = synth.fit()
+    rows = []
+    for name, r in sorted(synth.load_cache()["records"].items()):
+        kind = r["spec"][0]
+        if kind not in fits:
+            continue
+        cfg = synth.point_config(*r["spec"][:5])
+        c_acc, c_dp, c0 = fits[kind]["coef"]
+        lanes = cfg.pe.rows * cfg.pe.cols
+        model = lanes * (c_acc * cfg.pe.acc_bits + c_dp * area_model.datapath(cfg)) + c0
+        rows.append([kind, name, r["spec"][5], r["transistors"], model,
+                     model / r["transistors"] - 1])
+    return rows
+
+
+def _parity_fig(rows):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    for kind, color in KIND_COLORS.items():
+        for role, marker in (("fit", "o"), ("holdout", "x")):
+            sel = [r for r in rows if r[0] == kind and r[2] == role]
+            if sel:
+                ax.scatter([r[3] for r in sel], [r[4] for r in sel], color=color, marker=marker,
+                           label=f"{kind} {role}")
+    if rows:
+        hi = max(max(r[3], r[4]) for r in rows) * 1.1
+        ax.plot([0, hi], [0, hi], color="gray", lw=0.6)
+        ax.legend(fontsize=6)
+    else:
+        ax.text(0.5, 0.5, "no syntheses recorded\n(python -m dse.synth)", ha="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("synthesized transistors", fontsize=8)
+    ax.set_ylabel("model transistors", fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _score(data, p, best):
     """Geometric mean over the objectives of value / best (min objectives inverted): 1 is a
     point best in every objective at once."""
@@ -428,16 +472,30 @@ def tables(data):
             inv[(st[1], reason)] = inv.get((st[1], reason), 0) + 1
     out["invalid"] = Table("Invalid and failed points", ["status", "reason", "points"],
                            [[*k, v] for k, v in sorted(inv.items())])
+    from dse import synth
+    fits, fresh = synth.fit()
+    rows = []
+    for kind in synth.DESIGN:
+        f = fits.get(kind)
+        if f is None:
+            rows.append([kind, "uncalibrated (no syntheses)", "", "", "", ""])
+            continue
+        status = "calibrated" if f["calibrated"] else (
+            "uncalibrated: RTL changed since the syntheses" if not fresh else
+            f"uncalibrated: held-out error over {synth.GATE:.0%}")
+        rows.append([kind, status, f["mape"], f["worst"], *f["coef"][:2]])
     a = area_model.ANCHORS
-    out["area"] = Table("Area model", ["term", "value"], [
-        ["calibrated", str(a.calibrated)],
-        ["LUT lane (16 x 16-bit table, int32)", a.lut_lane_tr],
-        ["bit-serial lane (group 4, A8, int32)", a.bitserial_lane_tr],
-        ["MAC PE (8 x 9 bits, int32)", a.mac_lane_tr],
-        ["LUT table unit (2 rows)", a.table_unit_tr],
-        ["accumulator bit (assumed)", a.acc_bit_tr]],
-        "Transistor-equivalents per component, from the syntheses in docs/rtl.md; not yet "
-        "fitted to held-out syntheses, so no error is claimed (uncalibrated).")
+    out["area"] = Table(
+        "Area model (PE arrays, CMOS transistors)",
+        ["kind", "status", "held-out MAPE", "worst", "per lane x acc bit", "per lane x datapath"],
+        rows, "Calibrated kinds use the lane model fitted to small synthesized arrays "
+        "(dse/synth.py, cached in dse/data/synth_cmos.json by a hash of rtl/); the others the "
+        f"per-lane anchors of docs/rtl.md (LUT {a.lut_lane_tr:.0f}, bit-serial "
+        f"{a.bitserial_lane_tr:.0f}, MAC {a.mac_lane_tr:.0f} per lane) with an assumed split "
+        f"({a.acc_bit_tr:g} per accumulator bit). The LUT table unit ({a.table_unit_tr:.0f} "
+        "for 2 rows of 16-bit entries) and the scratchpads (tables) are not fitted.")
+    out["parity"] = Table("Area model vs synthesis", ["kind", "array", "role", "synthesized",
+                                                      "model", "error"], _parity_rows())
     return out
 
 
@@ -475,6 +533,7 @@ def render(sweep, store, out):
         "roofline": _roofline_fig(data),
         "sensitivity": _sensitivity_fig(t["sensitivity"].rows, "decode_tok_s_per_mtr"),
         "sim_ratio": _sim_fig(t["sim_ratio"].rows, sweep.phases),
+        "area_parity": _parity_fig(t["parity"].rows),
     } if all(f"{ph}_tok_s" in evaluate.metric_names(sweep.phases)
              for ph in ("decode", "prefill")) else {}
     files = []
@@ -497,7 +556,7 @@ def render(sweep, store, out):
              "Per model (x blocks): `<phase>_tok_s`, `_j_per_tok`, `_bytes_per_tok`. Area in "
              "millions of transistor-equivalents (Mtr).")
     order = ["counts", "top", "winners", "front", "fronts", "sensitivity", "sim_ratio", "gpu",
-             "gpu_fit", "area", "invalid"]
+             "gpu_fit", "area", "parity", "invalid"]
     md = [f"# DSE report: {sweep.name}", "", intro, ""]
     body = [f"<h1>DSE report: {html.escape(sweep.name)}</h1><p>{html.escape(intro)}</p>"]
     for fid, caption in FIGURES:
