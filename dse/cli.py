@@ -93,7 +93,7 @@ def dse_cmd(args):
             tty = sys.stderr.isatty() and not args.no_progress
             summary = driver.run(sw, store, executor=args.executor, workers=args.workers,
                                  scheduler=args.scheduler, sim=False if args.no_sim else None,
-                                 progress=driver.rich_progress if tty else None)
+                                 show_progress=tty)
             store.set_manifest("last_run", {k: v for k, v in summary.items()})
             print(f"evaluated {summary['roofline_new']} points by the roofline, "
                   f"{summary['sim_new']} by SimPy in {summary['sim_rounds']} rounds "

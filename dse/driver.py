@@ -23,6 +23,7 @@ from dse import evaluate as evaluate_mod
 from dse import executor as executor_mod
 from dse import pareto
 from dse.store import Store
+from quant.progress import progress
 
 OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
        ">": lambda a, b: a > b}
@@ -54,9 +55,9 @@ class Runner:
     """Runs tasks of `fn(stage, workload, items)` on one executor, rebuilt if a local pool
     breaks, and writes each finished task's results to the store as one transaction."""
 
-    def __init__(self, store, kind, workers, scheduler, fn, progress):
+    def __init__(self, store, kind, workers, scheduler, fn, show_progress):
         self.store, self.kind, self.workers, self.scheduler = store, kind, workers, scheduler
-        self.fn, self.progress = fn, progress
+        self.fn, self.progress = fn, show_progress
         self._cm = self.ex = None
 
     def __enter__(self):
@@ -82,7 +83,7 @@ class Runner:
         new = 0
         restarts = 0
         total = sum(len(pts) for _, pts in tasks)
-        with self.progress(label, total) as advance:
+        with progress(total, label, enabled=self.progress) as advance:
             pending = list(tasks)
             while pending:
                 done = self.store.done(stage)
@@ -183,10 +184,10 @@ def front_keys(sweep, points, table):
 
 
 def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
-        progress=None, sim=None, log=print):
-    """Run the sweep's ladder into `store` (resuming whatever it holds). Returns a summary."""
+        show_progress=False, sim=None, log=print):
+    """Run the sweep's ladder into `store` (resuming whatever it holds), with a progress bar
+    and ETA on stderr if `show_progress`. Returns a summary."""
     fn = fn or evaluate_mod.evaluate
-    progress = progress or quiet_progress
     t0 = time.perf_counter()
     points = sweep.points(evaluate_mod.model_version())
     uniq = unique_points(points)
@@ -201,7 +202,7 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
         pts = [p for p in valid if p.workload.name == wl.name]
         tasks += [(wl, pts[i:i + batch]) for i in range(0, len(pts), batch)]
     summary = {"points": len(points), "unique": len(uniq), "invalid": len(invalid)}
-    with Runner(store, executor, workers, scheduler, fn, progress) as runner:
+    with Runner(store, executor, workers, scheduler, fn, show_progress) as runner:
         summary["roofline_new"] = runner.run("roofline", tasks, by_key, "roofline")
         rounds, sim_new = 0, 0
         converged = True
@@ -233,47 +234,6 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
         summary.update(sim_new=sim_new, sim_rounds=rounds, converged=converged)
     summary["seconds"] = time.perf_counter() - t0
     return summary
-
-
-class quiet_progress:
-    """A progress context that shows nothing: `with quiet_progress(label, total) as advance`."""
-
-    def __init__(self, label, total):
-        pass
-
-    def __enter__(self):
-        return lambda n: None
-
-    def __exit__(self, *exc):
-        return False
-
-
-class rich_progress:
-    """A rich progress bar with counts, elapsed time and ETA, on stderr."""
-
-    def __init__(self, label, total):
-        self.label, self.total = label, total
-
-    def __enter__(self):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                          console=Console(stderr=True))
-        self.p.__enter__()
-        task = self.p.add_task(self.label, total=self.total)
-        return lambda n: self.p.advance(task, n)
-
-    def __exit__(self, *exc):
-        self.p.__exit__(*exc)
-        return False
 
 
 __all__ = ["run", "Store", "store_path"]

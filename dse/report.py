@@ -10,6 +10,7 @@ ratio of the promoted points; the top points with why they win; a GPU row beside
 
 import base64
 import csv
+import functools
 import html
 import io
 import math
@@ -364,6 +365,30 @@ def _winners(data):
     return rows
 
 
+def answer(winner_rows):
+    """One sentence per metric: which PE kind wins it on which workloads, with the margins."""
+    out = []
+    for metric, _ in WIN_METRICS:
+        rows = [r for r in winner_rows if r[1] == metric]
+        if not rows:
+            continue
+        by_kind = {}
+        for wl, _, win, _, runner, margin, _ in rows:
+            by_kind.setdefault(win, []).append(
+                f"{wl} ({margin:.2f}x over {runner})" if margin else wl)
+        out.append(f"{metric}: " + "; ".join(f"{kind} wins on {', '.join(wls)}"
+                                             for kind, wls in sorted(by_kind.items())) + ".")
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _h100_calibration():
+    """The H100 fit to dse/data/h100_calibration.json (seconds of fitting: once a process)."""
+    from arch import roofline
+    from dse import gpu as gpu_model
+    return gpu_model.calibrate(roofline.load_gpus()["h100_sxm"])
+
+
 def _gpu_rows(data):
     """Each workload's block on the GPUs of `arch/gpus.yaml`: by their default roofline with fp16
     weights, and on the H100 by the model calibrated to dse/data/h100_calibration.json (fp16
@@ -372,7 +397,7 @@ def _gpu_rows(data):
     from dse import gpu as gpu_model
     from quant.qformat import read_meta
     gpus = roofline.load_gpus()
-    cal = gpu_model.calibrate(gpus["h100_sxm"])
+    cal = _h100_calibration()
     rows = []
     for wl in data.sweep.workloads:
         shapes = [tuple(lm["shape"]) for lm in read_meta(wl.path)["layers"]]
@@ -557,8 +582,12 @@ def render(sweep, store, out):
              "millions of transistor-equivalents (Mtr).")
     order = ["counts", "top", "winners", "front", "fronts", "sensitivity", "sim_ratio", "gpu",
              "gpu_fit", "area", "parity", "invalid"]
-    md = [f"# DSE report: {sweep.name}", "", intro, ""]
-    body = [f"<h1>DSE report: {html.escape(sweep.name)}</h1><p>{html.escape(intro)}</p>"]
+    said = answer(t["winners"].rows)
+    md = [f"# DSE report: {sweep.name}", "", intro, "", "**Which PE kind wins** (best point "
+          "of each kind per workload):", "", *(f"- {line}" for line in said), ""]
+    body = [f"<h1>DSE report: {html.escape(sweep.name)}</h1><p>{html.escape(intro)}</p>",
+            "<p><b>Which PE kind wins</b> (best point of each kind per workload):</p><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in said) + "</ul>"]
     for fid, caption in FIGURES:
         if fid in figs:
             md += [f"![{caption}]({fid}.png)", ""]

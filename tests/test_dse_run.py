@@ -188,3 +188,16 @@ def test_the_report_renders_self_contained_and_byte_identical(tmp_path, tiny):
         assert table in readme and table in text
     points_csv = (tmp_path / "a" / "points.csv").read_text().splitlines()
     assert len(points_csv) == 1 + 40
+
+
+def test_bitlut_dse_runs_a_sweep_and_resumes_it(tmp_path, tiny, capsys):
+    from bitlut import cli
+    sw = sweep_file(tmp_path, tiny, batch=8, sim=2)
+    args = ["dse", str(sw), "--executor", "serial", "--store", str(tmp_path / "st.sqlite"),
+            "--out", str(tmp_path / "rep")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "evaluated 40 points by the roofline, 2 by SimPy" in out
+    assert (tmp_path / "rep" / "index.html").stat().st_size > 0
+    assert cli.main(args) == 0                       # everything is in the store already
+    assert "evaluated 0 points by the roofline, 0 by SimPy" in capsys.readouterr().out
