@@ -15,6 +15,7 @@ sweep killed at any moment and run again evaluates only what the store lacks, an
 result per (point, rung) survives however often a task ran.
 """
 
+import math
 import time
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -127,6 +128,22 @@ def objective_matrix(sweep, pts, table):
     return [[table[p.key][2][m] for m in sweep.objectives] for p in pts]
 
 
+def scores(sweep, pts, table):
+    """Per point the geometric mean over the objectives of value / best value among `pts`
+    (min objectives inverted): 1 is a point best at everything at once."""
+    if not pts:
+        return []
+    vals = objective_matrix(sweep, pts, table)
+    out = [0.0] * len(pts)
+    for j, sense in enumerate(sweep.objectives.values()):
+        col = [v[j] for v in vals]
+        best = max(col) if sense == "max" else min(col)
+        for i, v in enumerate(col):
+            r = v / best if sense == "max" else best / v
+            out[i] += math.log(max(r, 1e-300)) / len(sweep.objectives)
+    return [math.exp(x) for x in out]
+
+
 def fronts(sweep, points, table):
     """{workload name: (feasible ok points, front indices, near-front indices)}."""
     senses = list(sweep.objectives.values())
@@ -155,11 +172,15 @@ def neighbours(point, grid):
 
 def promotions(sweep, points, table, simmed):
     """The points the sim rung should evaluate next, most useful first: per workload its front
-    points, then the near-front ones, then the front's grid neighbours, none already
-    simulated; the workloads take turns, so a budget is shared evenly."""
+    points, then the near-front ones (each best `scores` first), then the front's grid
+    neighbours, none already simulated; the workloads take turns, so a budget is shared
+    evenly."""
     grid = {(p.coords, p.workload.name): p for p in points}
     per_workload = []
     for pts, front, near in fronts(sweep, points, table).values():
+        score = scores(sweep, pts, table)
+        front = sorted(front, key=lambda i: (-score[i], pts[i].key))     # best first
+        near = sorted(near, key=lambda i: (-score[i], pts[i].key))
         order = [pts[i] for i in front] + [pts[i] for i in near]
         order += [q for i in front for q in neighbours(pts[i], grid)
                   if q.key in table and table[q.key][1] == "ok"]

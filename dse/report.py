@@ -235,6 +235,9 @@ def _sim_rows(data):
         for phase in data.sweep.phases:
             c = f"{phase}_cycles"
             row.append(s["metrics"][c] / r["metrics"][c])
+        for phase in data.sweep.phases:
+            c = f"{phase}_block_j"
+            row.append(s["metrics"][c] / r["metrics"][c])
         rows.append(row)
     return rows
 
@@ -300,17 +303,6 @@ def _parity_fig(rows):
     return _png(fig)
 
 
-def _score(data, p, best):
-    """Geometric mean over the objectives of value / best (min objectives inverted): 1 is a
-    point best in every objective at once."""
-    s = 0.0
-    for m, sense in data.sweep.objectives.items():
-        v = data.metrics(p)[m]
-        r = v / best[m] if sense == "max" else best[m] / v
-        s += math.log(max(r, 1e-300))
-    return math.exp(s / len(data.sweep.objectives))
-
-
 def _why(data, p, pts):
     met = data.metrics(p)
     kind = kind_of(p)
@@ -333,13 +325,12 @@ def _top(data, n=3):
         pts, front, _ = data.fronts[wl.name]
         if not front:
             continue
-        best = {m: (max if s == "max" else min)(data.metrics(p)[m] for p in pts)
-                for m, s in data.sweep.objectives.items()}
-        ranked = sorted((pts[i] for i in front), key=lambda p: (-_score(data, p, best), p.key))
-        for rank, p in enumerate(ranked[:n], 1):
+        score = driver.scores(data.sweep, pts, data.table)
+        ranked = sorted(front, key=lambda i: (-score[i], pts[i].key))
+        for rank, i in enumerate(ranked[:n], 1):
+            p = pts[i]
             stage = data.table[p.key][0]
-            rows.append([wl.name, rank, kind_of(p), p.label, stage,
-                         round(_score(data, p, best), 4),
+            rows.append([wl.name, rank, kind_of(p), p.label, stage, round(score[i], 4),
                          *(data.metrics(p)[m] for m in data.sweep.objectives), _why(data, p, pts)])
     return rows
 
@@ -473,7 +464,11 @@ def tables(data):
                                "point of the workload.")
     out["sim_ratio"] = Table("SimPy / roofline rung, promoted points",
                              ["workload", "kind", "point",
-                              *(f"{ph} cycles ratio" for ph in sw.phases)], _sim_rows(data))
+                              *(f"{ph} cycles ratio" for ph in sw.phases),
+                              *(f"{ph} energy ratio" for ph in sw.phases)], _sim_rows(data),
+                             "The roofline rung's energy counts the vector unit's elements as "
+                             "its busy cycles x lanes and leaves out the codebook expansion "
+                             "(cbx) of the bit-serial and MAC arrays, which SimPy counts.")
     gpu_rows, cal = _gpu_rows(data)
     out["gpu"] = Table("GPU row", ["workload", "gpu", *(f"{ph} tok/s" for ph in sw.phases)],
                        gpu_rows, "Tokens/s of the whole model: arch/gpus.yaml's default "
