@@ -7,6 +7,11 @@ LAYER  ?= llama7b.q
 CONFIG ?= arch/configs/lut.yaml
 TOKENS ?=
 PYTEST_ARGS ?=
+SWEEP  ?= dse/sweeps/llama7b.yaml
+EXECUTOR ?=
+SCHEDULER ?=
+# the shipped sweep's workloads besides llama7b.q: the same block by RTN at 2, 3 and 4 bits
+DSE_Q  := build/q/llama7b-rtn2.q build/q/llama7b-rtn3.q build/q/llama7b-rtn4.q
 
 .PHONY: all setup test test-slow test-rtl-long sim verilog dse bench lint clean help
 
@@ -16,7 +21,7 @@ help:
 	@echo "make sim LAYER=llama7b.q   compile + simulate a quantized layer, print the report"
 	@echo "make test                  unit tests + RTL regression (what CI runs)"
 	@echo "make verilog CONFIG=...    Verilog + lint + synthesis report under build/"
-	@echo "make dse                   design-space sweep"
+	@echo "make dse [SWEEP=...]       design-space sweep -> reports/out/<name>/"
 	@echo "make bench                 performance benchmarks -> build/bench/*.json"
 
 setup: $(STAMP)
@@ -52,8 +57,13 @@ sim: $(STAMP) $(LAYER)
 verilog: $(STAMP)
 	$(BIN)/bitlut verilog --arch $(CONFIG)
 
-dse: $(STAMP)
-	$(BIN)/bitlut dse
+build/q/llama7b-rtn%.q: | $(STAMP)
+	$(BIN)/bitlut quantize --synthetic llama7b --method rtn --bits $* -o $@
+
+# design-space sweep -> build/dse/<name>/store.sqlite (resumes) and reports/out/<name>/
+dse: $(STAMP) $(if $(filter dse/sweeps/llama7b.yaml llama7b,$(SWEEP)),llama7b.q $(DSE_Q))
+	$(BIN)/bitlut dse $(SWEEP) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

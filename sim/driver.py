@@ -98,7 +98,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         "utilization": units["matmul"]["busy"] / units_total(units) if units_total(units)
         else 0.0,
         "units": units,
-        "dram_bytes": dram_bytes, "energy_j": energy_j,
+        "dram_bytes": dram_bytes, "energy_j": energy_j, "events": events,
         "weight_image_bits": weight_bits_total(compiled_full.plan, config),
     }
     if check:

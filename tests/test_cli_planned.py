@@ -16,21 +16,25 @@ def test_every_command_module_imports_and_registers(name):
     assert callable(module.register)
 
 
-@pytest.mark.parametrize("name", sorted(cli.PLANNED))
-def test_planned_command_exits_nonzero_with_its_issue(name, capsys):
-    what, issue = cli.PLANNED[name]
-    assert cli.main([name, "extra", "--args"]) == 2
+def test_planned_command_exits_nonzero_with_its_issue(monkeypatch, capsys):
+    # no command is planned today (dse, issue 12, is built): a stand-in entry tests the table
+    monkeypatch.setattr(cli, "PLANNED", {"fpga": ("FPGA shell", 99)})
+    assert cli.main(["fpga", "extra", "--args"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"bitlut: error: `bitlut {name}` ({what}) is not built yet; issue {issue} " \
+    assert err == "bitlut: error: `bitlut fpga` (FPGA shell) is not built yet; issue 99 " \
         "builds it\n"
 
 
-def test_make_dse_target_fails_while_dse_is_planned():
-    # the Makefile's target runs the same command line: the process exit status is what make sees
-    r = subprocess.run([sys.executable, "-m", "bitlut", "dse"], capture_output=True, text=True)
+def test_make_dse_runs_a_built_command():
+    # the Makefile's target runs `bitlut dse SWEEP`: the command exists and takes a sweep file
+    r = subprocess.run([sys.executable, "-m", "bitlut", "dse", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "SWEEP.yaml" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bitlut", "dse", "no-such-sweep.yaml"],
+                       capture_output=True, text=True)
     assert r.returncode == 2
-    assert "not built yet" in r.stderr
+    assert r.stderr == "bitlut: error: no-such-sweep.yaml: sweep file must exist, not missing\n"
 
 
 def test_a_stale_planned_entry_is_an_error(monkeypatch):

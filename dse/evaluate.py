@@ -1,0 +1,203 @@
+"""The evaluators of the ladder: what one point of a sweep measures.
+
+`roofline` (every point, batched, in process): each layer of the workload at each phase's token
+count is tiled by the compiler's own search (`compiler.tiling.choose`) and priced by its
+per-unit cost model (`compiler.tiling.estimate`: PE array, table unit, vector unit, DRAM port
+and dispatch, the slowest bounding the run). That model is within 7% of SimPy on the shipped
+configs, where the plain `arch.roofline` bound is up to 9x optimistic (papers/dse.md, "which
+analytic model can be the sweep's first rung"). Energy is the estimate's event counts priced by
+the config's energy table, scratchpad bytes by each buffer's capacity (`dse.area`).
+`sim` (the points near the front): the SimPy cycle model (`sim.driver.simulate_layer`, timing
+only), priced the same way from its own event counts.
+
+Figures per block are the `.q` file's layers once (`<phase>_cycles`, `<phase>_block_s`,
+`<phase>_block_j`); figures per model multiply by the workload's `blocks` (`<phase>_tok_s`,
+`<phase>_j_per_tok`, `<phase>_bytes_per_tok`). Workers return plain dicts and never write the
+store (`dse.driver` does).
+"""
+
+import hashlib
+import time
+from pathlib import Path
+
+from bitlut.errors import UserError
+from dse import area as area_model
+
+STAGES = ("roofline", "sim")
+AREA_METRICS = ("area_mtr", "area_pe_mtr", "area_table_unit_mtr", "area_sram_mtr",
+                "ecp5_luts", "ecp5_dsps", "ecp5_ebr")
+PHASE_METRICS = ("tok_s", "j_per_tok", "bytes_per_tok", "cycles", "block_s", "block_j",
+                 "tok_s_per_mtr", "tok_per_j")
+# The sources whose behaviour a stored result depends on: their hash is the model version.
+MODEL_SOURCES = ("arch/config.py", "arch/timing.py", "arch/image.py", "arch/isa.py",
+                 "compiler/plan.py", "compiler/tiling.py", "compiler/lower.py",
+                 "sim/cycle.py", "sim/driver.py", "sim/executor.py", "dse/area.py",
+                 "dse/evaluate.py", "dse/synth.py")
+ROOT = Path(__file__).resolve().parent.parent
+_version = None
+_models = {}
+
+
+def metric_names(phases):
+    """The numeric metrics a point has, for objectives and constraints."""
+    return [f"{p}_{m}" for p in phases for m in PHASE_METRICS] + list(AREA_METRICS)
+
+
+def model_version():
+    """sha256 (16 hex digits) of the model sources: any change to how a point is priced makes
+    new keys, so a store never mixes results of two model versions."""
+    global _version
+    if _version is None:
+        h = hashlib.sha256()
+        for rel in MODEL_SOURCES:
+            h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+        from dse import synth  # the area fit: its syntheses and their RTL
+        h.update(synth.CACHE.read_bytes() if synth.CACHE.exists() else b"no syntheses")
+        h.update(synth.rtl_hash().encode())
+        _version = h.hexdigest()[:16]
+    return _version
+
+
+def _model(workload):
+    """The workload's layers, loaded once per process and checked against the sweep's checksum."""
+    import quant
+    qm = _models.get(workload.checksum)
+    if qm is None:
+        qm = quant.load(workload.path)
+        from quant.qformat import read_meta
+        found = read_meta(workload.path)["checksum"]
+        if found != workload.checksum:
+            raise UserError(f"{workload.path}: checksum must be {workload.checksum} as when the "
+                            f"sweep was loaded, not {found}: the file changed")
+        _models[workload.checksum] = qm
+    return qm
+
+
+def _signature(plan):
+    """What `tiling.choose`/`estimate` read of a plan: equal signatures, equal costs (the
+    uniform layers q, k, v, o of a block share one)."""
+    return (plan.kind, plan.n, plan.k, plan.kp,
+            tuple((ks.width, ks.bits, ks.g) for ks in plan.ksteps),
+            0 if plan.ol_vals is None else len(plan.ol_vals))
+
+
+def _estimates(layers, cfg, m):
+    """(plan, tiling, estimate) of every layer at m tokens; equal plans are priced once."""
+    from compiler import tiling
+    from compiler.plan import plan_layer
+    out, seen = [], {}
+    for layer in layers:
+        plan = plan_layer(layer, cfg)
+        sig = _signature(plan)
+        if sig not in seen:
+            tile = tiling.choose(plan, cfg, m)
+            seen[sig] = (tile, tiling.estimate(plan, cfg, m, tile))
+        out.append((plan, *seen[sig]))
+    return out
+
+
+def _sram_pj(cfg, ests):
+    """Energy of the scratchpad traffic of `ests`, each buffer at its capacity's energy."""
+    pj = 0.0
+    for _, _, est in ests:
+        for buf, nbytes in est["sram_bytes"].items():
+            if nbytes:
+                pj += nbytes * area_model.sram_byte_pj(cfg, buf)
+    return pj
+
+
+def _sram_bytes(ests):
+    return sum(sum(est["sram_bytes"].values()) for _, _, est in ests)
+
+
+def _phase_metrics(phase, m, blocks, cycles, energy_pj, dram_bytes, bound, cfg, area_mtr):
+    block_s = cycles * cfg.cycle_ns * 1e-9
+    model_j = energy_pj * 1e-12 * blocks
+    tok_s = m / (block_s * blocks)
+    return {f"{phase}_cycles": cycles, f"{phase}_block_s": block_s,
+            f"{phase}_block_j": energy_pj * 1e-12, f"{phase}_tok_s": tok_s,
+            f"{phase}_j_per_tok": model_j / m, f"{phase}_tok_per_j": m / model_j,
+            f"{phase}_bytes_per_tok": dram_bytes * blocks / m,
+            f"{phase}_tok_s_per_mtr": tok_s / area_mtr, f"{phase}_bound": bound}
+
+
+def _bound(ests):
+    """The unit that bounds the phase: the largest summed per-unit cycles over its layers."""
+    units = {}
+    for _, _, est in ests:
+        for u, c in est["unit_cycles"].items():
+            units[u] = units.get(u, 0) + c
+    return max(sorted(units), key=lambda u: units[u])
+
+
+def roofline_point(cfg, workload):
+    """Metrics of one config on one workload by the per-unit cost model."""
+    from arch import timing
+    layers = list(_model(workload).layers.values())
+    metrics = area_model.area(cfg)
+    for phase, m in workload.tokens.items():
+        ests = _estimates(layers, cfg, m)
+        cycles = sum(est["cycles"] for _, _, est in ests)
+        counts = {"table_entries": 0, "vector_ops": 0, "dram_bytes": 0}
+        for _, _, est in ests:
+            for counter in ("lookups", "bitserial_steps", "macs"):
+                if counter in est:
+                    counts[counter] = counts.get(counter, 0) + est[counter]
+            counts["table_entries"] += est["table_entries"]
+            # vector elements: the vector unit's busy cycles times its lanes (an upper bound:
+            # it counts the pipeline fill of each instruction as work)
+            counts["vector_ops"] += est["unit_cycles"]["vector"] * cfg.timing.vector_lanes
+            counts["dram_bytes"] += sum(est["dram_bytes"].values())
+        energy = timing.energy_pj(cfg, counts, cycles) + _sram_pj(cfg, ests)
+        metrics.update(_phase_metrics(phase, m, workload.blocks, cycles, energy,
+                                      counts["dram_bytes"], _bound(ests), cfg,
+                                      metrics["area_mtr"]))
+    return metrics
+
+
+def sim_point(cfg, workload):
+    """Metrics of one config on one workload by the SimPy cycle model (timing only)."""
+    from arch import timing
+    from sim.driver import simulate_layer
+    layers = list(_model(workload).layers.values())
+    metrics = area_model.area(cfg)
+    for phase, m in workload.tokens.items():
+        ests = _estimates(layers, cfg, m)
+        cycles, events = 0, {}
+        for i, layer in enumerate(layers):
+            r = simulate_layer(layer, cfg, m, seed=i, check=False)
+            cycles += r["cycles"]
+            for k, v in r["events"].items():
+                events[k] = events.get(k, 0) + v
+        # scratchpad bytes at the estimate's per-buffer mix of capacities
+        sram = events.pop("sram_bytes", 0)
+        mix = _sram_bytes(ests)
+        energy = timing.energy_pj(cfg, events, cycles) + (
+            _sram_pj(cfg, ests) * sram / mix if mix else 0.0)
+        metrics.update(_phase_metrics(phase, m, workload.blocks, cycles, energy,
+                                      events.get("dram_bytes", 0), _bound(ests), cfg,
+                                      metrics["area_mtr"]))
+    return metrics
+
+
+POINT = {"roofline": roofline_point, "sim": sim_point}
+
+
+def evaluate(stage, workload, items):
+    """Evaluate `items` [(key, config)] of one workload at `stage`; returns one result dict per
+    item: {key, stage, status ("ok" | "invalid" | "failed"), metrics or reason, seconds}.
+    A config that cannot run the workload (a `UserError` such as no tiling fitting) is
+    invalid with that line; anything else is a failure with its exception, so a bug shows."""
+    out = []
+    for key, cfg in items:
+        t0 = time.perf_counter()
+        res = {"key": key, "stage": stage}
+        try:
+            res.update(status="ok", metrics=POINT[stage](cfg, workload))
+        except UserError as e:
+            res.update(status="invalid", reason=str(e))
+        except Exception as e:             # noqa: BLE001  (recorded, counted, exit 1)
+            res.update(status="failed", reason=f"{type(e).__name__}: {e}")
+        res["seconds"] = time.perf_counter() - t0
+        out.append(res)
+    return out
