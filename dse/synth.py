@@ -1,10 +1,10 @@
 """Calibrating the area model against synthesis: small PE arrays through Yosys (`stat -tech
-cmos`), cached by a hash of `rtl/`, and the lane model of `dse.area` fitted to them.
+cmos`), cached by a hash of the arrays' sources (`SOURCES`) and the CMOS script, and the lane model of `dse.area` fitted to them.
 
     python -m dse.synth [--force]     # synthesize what the cache lacks (minutes per array)
 
 The cache (dse/data/synth_cmos.json) records each array's configuration, its transistor count
-and the hash of the `rtl/*.py` sources it was synthesized from; when the RTL changes, the
+and the hash of the sources it was synthesized from; when they change, the
 records are stale and `fit` says so (the report then marks the model uncalibrated). Each PE
 kind's lane cost is fitted by least squares over the `fit` arrays,
 
@@ -44,10 +44,17 @@ POINTS = (
 )
 
 
+#: What a PE array's transistor count depends on: the arrays' sources and the CMOS flow (not
+#: the rest of `rtl/`, so a change to the core or the FPGA shell keeps the records).
+SOURCES = ("common.py", "lut_pe.py", "bitserial_pe.py", "mac_pe.py")
+
+
 def rtl_hash():
+    from rtl import verilog
     h = hashlib.sha256()
-    for p in sorted((ROOT / "rtl").glob("*.py")):
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for name in SOURCES:
+        h.update(name.encode() + b"\0" + (ROOT / "rtl" / name).read_bytes() + b"\0")
+    h.update(verilog._SCRIPTS["cmos"].encode())
     return h.hexdigest()[:16]
 
 
@@ -69,7 +76,7 @@ def synthesize(spec, out_dir):
     cfg = point_config(*spec[:5])
     design = DESIGN[cfg.pe.kind]
     folder = Path(out_dir) / point_name(spec)
-    paths = verilog.export(cfg, folder, names=[design])
+    paths, _ = verilog.export(cfg, folder, names=[design])
     t0 = time.time()
     res = verilog.resources("cmos", verilog.synth(paths[design], design, "cmos",
                                                   folder / "synth"))
