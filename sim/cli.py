@@ -45,7 +45,7 @@ def register(sub):
                    help="with --trace: trace only these layers' instructions (every layer keeps "
                         "its span)")
     p.add_argument("--trace-budget", metavar="SPANS",
-                   type=checks.arg(checks.integer, "--trace-budget", 1, 10**8),
+                   type=checks.arg(checks.integer, "--trace-budget", 0, 10**8),
                    help="with --trace: the most instruction, stall and tile spans in the file "
                         "(default 200,000); layers beyond their share keep their first tiles, "
                         "and say so")
@@ -212,8 +212,6 @@ def _run_trace(args, layers):
             raise UserError(f"--trace-layer must name simulated layers ({', '.join(layers)}), "
                             f"not {', '.join(unknown)}")
     budget = DEFAULT_BUDGET if args.trace_budget is None else args.trace_budget
-    if budget < 0:
-        raise UserError(f"--trace-budget must be a number of spans, 0 or more, not {budget}")
     return RunTrace(budget, args.trace_layer)
 
 

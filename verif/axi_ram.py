@@ -99,7 +99,7 @@ class AxiRam:
             w = self.writes[0]
             for b in range(self.W):
                 if s["wstrb"] >> b & 1:
-                    self.mem[w[0] + b] = s["wdata"] >> (8 * b) & 0xFF
+                    self.mem[w[0] + b] = s["wdata"] >> (8 * b) & 0xFF   # not an ISA field
             if bool(s["wlast"]) != (w[1] == 1):
                 raise AxiViolation(f"wlast {s['wlast']} with {w[1]} beats of the burst left")
             w[0] += self.W
