@@ -1,5 +1,6 @@
 """Calibrating the area model against synthesis: small PE arrays through Yosys (`stat -tech
-cmos`), cached by a hash of the arrays' sources (`SOURCES`) and the CMOS script, and the lane model of `dse.area` fitted to them.
+cmos`), cached by a hash of the arrays' sources (`SOURCES`) and the CMOS script, and the lane
+model of `dse.area` fitted to them.
 
     python -m dse.synth [--force]     # synthesize what the cache lacks (minutes per array)
 
