@@ -236,6 +236,8 @@ def test_empty_output_paths_are_refused(qfile, tmp_path, monkeypatch):
                     r"argument --json: output path must be a file name, not ''")
     assert_one_line(bitlut("sim", "--gemm", "1,64,64", "--json", ""),
                     r"argument --json: output path must be a file name, not ''")
+    assert_one_line(bitlut("sim", "--gemm", "1,64,64", "--trace", ""),
+                    r"argument --trace: output path must be a file name, not ''")
     assert_one_line(bitlut("asm", qfile, "-o", ""),
                     r"argument -o/--output: output path must be a file")
     assert sorted(os.listdir(tmp_path)) == ["m.q"]
