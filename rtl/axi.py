@@ -103,7 +103,6 @@ class AxiDma(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self.m = m
         self._failed = Signal()          # an error response came: send no more addresses
         self._read(m)
         self._write(m)
@@ -143,31 +142,42 @@ class AxiDma(wiring.Component):
         shift = (self.W - 1).bit_length()
         return Cat(Const(0, shift), addr[shift:]) if shift else addr
 
+    def _addresses(self, m, ch, slots, pushed, room):
+        """The address walker of channel `ch` (`"ar"` or `"aw"`): the bursts of every row of
+        every queued command, sent while `room` and no error came (a valid already up stays
+        up until its handshake). Returns the handshake, the burst's length, and whether it
+        ends its command."""
+        W, axi = self.W, self.axi
+        rows = _Rows(self, m, ch, slots, pushed)
+        sent = Signal(18, name=f"{ch}_sent")          # words of the row already requested
+        addr = Signal(32, name=f"{ch}_addr")
+        m.d.comb += addr.eq(self._aligned(rows.start) + sent * W)
+        n = self._burst_len(m, ch, addr, rows.words - sent)
+        valid, ready = getattr(axi, f"{ch}valid"), getattr(axi, f"{ch}ready")
+        fire = Signal(name=f"{ch}_fire")
+        held = Signal(name=f"{ch}_held")
+        m.d.sync += held.eq(valid & ~ready)
+        m.d.comb += [valid.eq(held | (rows.pending & ~self._failed & room)),
+                     getattr(axi, f"{ch}addr").eq(addr), getattr(axi, f"{ch}len").eq(n - 1),
+                     getattr(axi, f"{ch}size").eq((W - 1).bit_length()),
+                     getattr(axi, f"{ch}burst").eq(1), getattr(axi, f"{ch}cache").eq(0b0011),
+                     fire.eq(valid & ready)]
+        row_end = sent + n == rows.words
+        m.d.comb += rows.step.eq(fire & row_end)
+        with m.If(fire):
+            m.d.sync += sent.eq(Mux(row_end, 0, sent + n))
+        with m.If(self.reset):
+            m.d.sync += sent.eq(0)
+        return fire, n, row_end & rows.last_row
+
     # -- reads -------------------------------------------------------------------------------
     def _read(self, m):
         W = self.W
         slots = self._queue(m, "rd", self.rd_cmd)
         axi = self.axi
 
-        # address walker: the bursts of every row of every command
-        ar = _Rows(self, m, "ar", slots, self.rd_cmd.valid)
-        sent = Signal(18, name="ar_sent")             # words of the row already requested
         bursts = Signal(range(self.depth + 1), name="ar_outstanding")
-        addr = Signal(32, name="ar_addr")
-        m.d.comb += addr.eq(self._aligned(ar.start) + sent * W)
-        n = self._burst_len(m, "ar", addr, ar.words - sent)
-        fire = Signal()
-        held = Signal(name="ar_held")        # a valid stays up until its handshake
-        m.d.sync += held.eq(axi.arvalid & ~axi.arready)
-        m.d.comb += [axi.arvalid.eq(held | (ar.pending & ~self._failed & (bursts != self.depth))),
-                     axi.araddr.eq(addr),
-                     axi.arlen.eq(n - 1), axi.arsize.eq((W - 1).bit_length()),
-                     axi.arburst.eq(1), axi.arcache.eq(0b0011),
-                     fire.eq(axi.arvalid & axi.arready)]
-        row_end = sent + n == ar.words
-        m.d.comb += ar.step.eq(fire & row_end)
-        with m.If(fire):
-            m.d.sync += sent.eq(Mux(row_end, 0, sent + n))
+        fire, _, _ = self._addresses(m, "ar", slots, self.rd_cmd.valid, bursts != self.depth)
         beat_in = axi.rvalid & axi.rready
         m.d.sync += bursts.eq(bursts + fire - (beat_in & axi.rlast))
 
@@ -208,7 +218,7 @@ class AxiDma(wiring.Component):
                      self.rd_data.payload.eq(beat), self.rd_error.eq(error)]
         m.d.sync += self.rd_done.eq(row_done & r.last_row & ~self._failed & ~error)
         with m.If(self.reset):
-            m.d.sync += [sent.eq(0), bursts.eq(0), word.eq(0), extra.eq(0)]
+            m.d.sync += [bursts.eq(0), word.eq(0), extra.eq(0)]
         self._read_quiet = Signal()
         m.d.comb += self._read_quiet.eq((bursts == 0) & (self._failed | ~r.pending) & ~extra)
 
@@ -227,23 +237,9 @@ class AxiDma(wiring.Component):
         unanswered = Signal(range(depth + 1), name="aw_unanswered")
         unwritten = Signal(range(depth + 1), name="aw_unwritten")
 
-        aw = _Rows(self, m, "aw", slots, self.wr_cmd.valid)
-        sent = Signal(18, name="aw_sent")
-        addr = Signal(32, name="aw_addr")
-        m.d.comb += addr.eq(self._aligned(aw.start) + sent * W)
-        n = self._burst_len(m, "aw", addr, aw.words - sent)
-        fire = Signal()
-        held = Signal(name="aw_held")
-        m.d.sync += held.eq(axi.awvalid & ~axi.awready)
-        m.d.comb += [axi.awvalid.eq(held | (aw.pending & ~self._failed & (unanswered != depth))),
-                     axi.awaddr.eq(addr), axi.awlen.eq(n - 1),
-                     axi.awsize.eq((W - 1).bit_length()), axi.awburst.eq(1),
-                     axi.awcache.eq(0b0011), fire.eq(axi.awvalid & axi.awready)]
-        row_end = sent + n == aw.words
-        m.d.comb += aw.step.eq(fire & row_end)
+        fire, n, last = self._addresses(m, "aw", slots, self.wr_cmd.valid, unanswered != depth)
         with m.If(fire):
-            m.d.sync += [sent.eq(Mux(row_end, 0, sent + n)), bursts[aw_tail].len.eq(n),
-                         bursts[aw_tail].last.eq(row_end & aw.last_row),
+            m.d.sync += [bursts[aw_tail].len.eq(n), bursts[aw_tail].last.eq(last),
                          aw_tail.eq(self._wrap(aw_tail))]
 
         # data walker: each word from the core's beats, rotated to the row's offset
@@ -302,7 +298,7 @@ class AxiDma(wiring.Component):
         m.d.sync += self.wr_done.eq(answer & bursts[b_head].last & ~error & ~self._failed)
         m.d.sync += unanswered.eq(unanswered + fire - answer)
         with m.If(self.reset):
-            m.d.sync += [sent.eq(0), aw_tail.eq(0), w_head.eq(0), b_head.eq(0),
+            m.d.sync += [aw_tail.eq(0), w_head.eq(0), b_head.eq(0),
                          unanswered.eq(0), unwritten.eq(0), word.eq(0), in_burst.eq(0),
                          stop.eq(0)]
         self._write_quiet = Signal()
