@@ -70,6 +70,11 @@ class Scratchpad(Elaboratable):
     def words(self):
         return -(-self.nbytes // self.word)
 
+    @property
+    def bank_depth(self):
+        """Words in each of the two banks."""
+        return max(1, -(-self.words // 2))
+
     def _split(self, addr):
         """(word offset, byte offset, bank-0 index, bank-1 index, first word odd) of `addr`."""
         shift = (self.word - 1).bit_length()
@@ -79,8 +84,7 @@ class Scratchpad(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         W = self.word
-        depth = max(1, -(-self.words // 2))
-        banks = [Memory(shape=8 * W, depth=depth, init=[]) for _ in range(2)]
+        banks = [Memory(shape=8 * W, depth=self.bank_depth, init=[]) for _ in range(2)]
         m.submodules[f"{self.name}_even"], m.submodules[f"{self.name}_odd"] = banks
 
         for port in self.writers:

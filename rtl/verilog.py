@@ -85,7 +85,7 @@ def scratchpad_table(scratchpads, name):
         table[key] = {"bytes": sp.nbytes, "word_bytes": sp.word, "readers": len(sp.readers),
                       "writers": len(sp.writers), "module": f"{name}.spad_{key}",
                       "block_ram": bram,
-                      "storage_bits": 2 * -(-sp.words // 2) * 8 * sp.word}
+                      "storage_bits": 2 * sp.bank_depth * 8 * sp.word}
     return table
 
 
@@ -410,7 +410,7 @@ def _scratchpad_lines(name, d):
     if boxed:
         lines += ["", f"The `{name}` row leaves out the {', '.join(boxed)} buffers: a memory "
                   "with more than one write port is not block RAM (docs/core.md, Scratchpads)."]
-    for target in ("cmos",):
+    for target in TARGETS:
         if d.get(target, {}).get("skipped"):
             lines += ["", f"`{name}` {target}: {d[target]['skipped']}."]
     return lines
