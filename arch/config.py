@@ -316,19 +316,32 @@ def from_dict(raw, source="<memory>"):
     return cfg
 
 
-def load(path):
-    """Load `path` (a YAML file, or the name of a shipped config such as `lut`)."""
+def resolve(path):
+    """The file of `path`: itself, or the shipped config it names (`lut` -> configs/lut.yaml)."""
     p = Path(path)
     if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").exists():
         p = CONFIG_DIR / f"{path}.yaml"
+    return p
+
+
+def load(path):
+    """Load `path` (a YAML file, or the name of a shipped config such as `lut`)."""
+    return from_dict(read_yaml(resolve(path), path, "config file"), source=path)
+
+
+def read_yaml(p, path, what):
+    """The YAML document of file `p` (named `path` in messages), safely: a folder, a missing or
+    binary file, YAML nested deeper than `YAML_DEPTH_MAX` and a syntax error are each one
+    line, `ConfigError`. `what` names the file (`config file`, `sweep file`)."""
+    p = Path(p)
     if p.is_dir():
-        raise ConfigError(f"{path}: config file must be a file, not a folder")
+        raise ConfigError(f"{path}: {what} must be a file, not a folder")
     if not p.is_file():
-        raise ConfigError(f"{path}: config file must exist, not missing")
+        raise ConfigError(f"{path}: {what} must exist, not missing")
     try:
         text = p.read_text(encoding="utf-8")
         _check_depth(path, text)
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -336,7 +349,6 @@ def load(path):
                           f"{getattr(e, 'problem', 'malformed')!r}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: file must be UTF-8 text, not binary") from None
-    return from_dict(raw, source=path)
 
 
 def _check_depth(path, text):

@@ -30,8 +30,6 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from arch import config as arch_config
 from bitlut.errors import UserError
 from dse import keys
@@ -367,17 +365,7 @@ def load(path):
     from dse.evaluate import metric_names  # the metrics the evaluators produce
     p = resolve(path)
     src = str(path)
-    if not p.is_file():
-        raise UserError(f"{src}: sweep file must exist, not missing")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UserError(f"{src}: file must be valid YAML{where}, not "
-                        f"{getattr(e, 'problem', 'malformed')!r}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{src}: file must be UTF-8 text, not binary") from None
+    raw = arch_config.read_yaml(p, src, "sweep file")
     _mapping(src, "<top level>", raw)
     for k in raw:
         if k not in TOP_KEYS:
@@ -388,10 +376,8 @@ def load(path):
     base = raw.get("base")
     if not isinstance(base, str):
         _fail(src, "base", "an arch config path or shipped name", base)
-    base_path = arch_config.load(base).source      # validates the base itself
-    base_path = Path(base_path) if Path(base_path).is_file() else \
-        arch_config.CONFIG_DIR / f"{base}.yaml"
-    base_raw = yaml.safe_load(base_path.read_text())
+    arch_config.load(base)                          # validates the base itself
+    base_raw = arch_config.read_yaml(arch_config.resolve(base), base, "config file")
     workloads = tuple(_workload(src, i, w, p.parent)
                       for i, w in enumerate(_list(src, "workloads", raw.get("workloads"))))
     phases = list(workloads[0].tokens)

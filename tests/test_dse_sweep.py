@@ -88,6 +88,14 @@ def test_a_missing_q_file_names_the_field(tmp_path):
         sweep.load(write(tmp_path, BASE.format(q="gone.q")))
 
 
+def test_a_sweep_nested_thousands_deep_is_one_line_not_a_recursion_error(tmp_path):
+    # the arch config loader's guard (issue 13) serves sweep files too: one YAML reader
+    p = tmp_path / "deep.yaml"
+    p.write_text("name: deep\nbase: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UserError, match=r"deep.yaml: file must nest at most 32 levels deep"):
+        sweep.load(p)
+
+
 def test_the_command_reports_a_bad_sweep_in_one_line_exit_2(tmp_path, tiny, capsys):
     p = write(tmp_path, BASE.format(q=tiny[0]).replace("pe.cols: [32", "pe.colz: [32"))
     assert cli.main(["dse", str(p), "--dry-run"]) == 2
