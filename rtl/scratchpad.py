@@ -6,7 +6,8 @@ two banks, even words in one and odd words in the other: an access of up to `wor
 byte address touches at most the two consecutive words `a // word` and `a // word + 1`, which lie
 in different banks. A read reads both banks and rotates the pair by the byte offset; a write
 rotates its bytes into the pair and writes each bank with byte enables. Each bank is one
-`amaranth.lib.memory.Memory` with synchronous read ports, which Yosys maps to block RAM.
+`amaranth.lib.memory.Memory` with synchronous read ports, which Yosys maps to block RAM; a bank
+with several writers is several such memories (`_bank`, docs/core.md: Scratchpads).
 
 Timing: a read presented in cycle t (`en`) returns its bytes in cycle t + 1 (`LATENCY`); a write
 presented in cycle t is visible to a read presented in cycle t + 1.
@@ -84,9 +85,7 @@ class Scratchpad(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         W = self.word
-        banks = [Memory(shape=8 * W, depth=self.bank_depth, init=[]) for _ in range(2)]
-        m.submodules[f"{self.name}_even"], m.submodules[f"{self.name}_odd"] = banks
-
+        writes = [[], []]           # per bank: (index, data, byte enables) of each writer
         for port in self.writers:
             _, off, i0, i1, odd = self._split(port.addr)
             window = Signal(16 * W)
@@ -97,29 +96,78 @@ class Scratchpad(Elaboratable):
             ]
             low, high = window[:8 * W], window[8 * W:]
             mlow, mhigh = mask[:W], mask[W:]
-            for b, (bank, index) in enumerate(zip(banks, (i0, i1), strict=True)):
-                wp = bank.write_port(granularity=8)
+            for b, index in enumerate((i0, i1)):
                 mine = odd if b else ~odd          # which bank holds the first word
-                m.d.comb += [
-                    wp.addr.eq(index),
-                    wp.data.eq(Mux(mine, low, high)),
-                    wp.en.eq(Mux(mine, mlow, mhigh)),
-                ]
+                writes[b].append((index, Mux(mine, low, high), Mux(mine, mlow, mhigh)))
 
+        reads = [[], []]            # per bank: (index, en, data) of each reader
         for port in self.readers:
             _, off, i0, i1, odd = self._split(port.addr)
-            rps = [bank.read_port() for bank in banks]
-            for rp, index in zip(rps, (i0, i1), strict=True):
-                m.d.comb += [rp.addr.eq(index), rp.en.eq(port.en)]
+            data = [Signal(8 * W, name=f"{self.name}_r{len(reads[0])}_bank{b}") for b in range(2)]
+            for b, index in enumerate((i0, i1)):
+                reads[b].append((index, port.en, data[b]))
             off_q, odd_q = Signal.like(off), Signal()
             with m.If(port.en):
                 m.d.sync += [off_q.eq(off), odd_q.eq(odd)]
             low = Signal(8 * W)
             high = Signal(8 * W)
             m.d.comb += [
-                low.eq(Mux(odd_q, rps[1].data, rps[0].data)),
-                high.eq(Mux(odd_q, rps[0].data, rps[1].data)),
+                low.eq(Mux(odd_q, data[1], data[0])),
+                high.eq(Mux(odd_q, data[0], data[1])),
                 port.data.eq((Cat(low, high) >> (off_q * 8))[:8 * port.nbytes]),
             ]
+
+        for b, half in enumerate(("even", "odd")):
+            _bank(m, f"{self.name}_{half}", W, self.bank_depth, writes[b], reads[b])
         return m
 
+
+def _bank(m, name, W, depth, writes, reads):
+    """One bank of `depth` words of `W` bytes with the given write and synchronous read ports,
+    all alike: a write presented in cycle t is seen by a read presented in cycle t + 1.
+
+    With one writer the bank is one `Memory`. With N > 1 it is the XOR multi-write memory of
+    LaForest et al. (FPGA 2012), because Yosys maps a memory with two write ports to
+    flip-flops, not block RAM: writer w owns a memory X_w of one write port, in which it stores
+    its data XOR the other writers' memories at that address, so the XOR of all N memories is the
+    last data written to each byte. A write presented in cycle t reads the others in cycle t and
+    commits in cycle t + 1; read ports are transparent to that commit, so the timing above holds
+    and nothing outside the bank changes. Two writers writing the same byte in one cycle is a
+    race (`sim.races` refuses such programs). Each X_w has one read port per reader and one per
+    other writer, which Yosys replicates as it does for any single-writer memory.
+    """
+    if len(writes) <= 1:
+        mem = Memory(shape=8 * W, depth=depth, init=[])
+        m.submodules[name] = mem
+        for index, data, en in writes:
+            wp = mem.write_port(granularity=8)
+            m.d.comb += [wp.addr.eq(index), wp.data.eq(data), wp.en.eq(en)]
+        for index, en, data in reads:
+            rp = mem.read_port()
+            m.d.comb += [rp.addr.eq(index), rp.en.eq(en), data.eq(rp.data)]
+        return
+    mems = [Memory(shape=8 * W, depth=depth, init=[]) for _ in writes]
+    wps = []
+    for w, mem in enumerate(mems):
+        m.submodules[f"{name}_x{w}"] = mem
+        wps.append(mem.write_port(granularity=8))
+
+    def read(mem, wp, index, en):
+        rp = mem.read_port(transparent_for=(wp,))
+        m.d.comb += [rp.addr.eq(index), rp.en.eq(en)]
+        return rp.data
+
+    for w, ((index, data, en), wp) in enumerate(zip(writes, wps, strict=True)):
+        others = [read(mems[v], wps[v], index, en.any())
+                  for v in range(len(mems)) if v != w]
+        index_q, data_q, en_q = Signal.like(wp.addr), Signal(8 * W), Signal(W)
+        m.d.sync += [index_q.eq(index), data_q.eq(data), en_q.eq(en)]
+        mixed = data_q
+        for o in others:
+            mixed = mixed ^ o
+        m.d.comb += [wp.addr.eq(index_q), wp.data.eq(mixed), wp.en.eq(en_q)]
+    for index, en, data in reads:
+        value = Const(0, 8 * W)
+        for mem, wp in zip(mems, wps, strict=True):
+            value = value ^ read(mem, wp, index, en)
+        m.d.comb += data.eq(value)

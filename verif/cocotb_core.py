@@ -36,13 +36,25 @@ def _set(dut):
     return set
 
 
+def _banks(spad, name):
+    """The memories of a scratchpad: `<buffer>_even` / `_odd`, or with several writers their
+    XOR memories `<buffer>_even_x0`, `_x1`, ... (`rtl.scratchpad._bank`)."""
+    for half in ("even", "odd"):
+        if hasattr(spad, f"{name}_{half}"):
+            yield getattr(spad, f"{name}_{half}")
+            continue
+        w = 0
+        while hasattr(spad, f"{name}_{half}_x{w}"):
+            yield getattr(spad, f"{name}_{half}_x{w}")
+            w += 1
+        assert w > 1, f"no memories of {name}_{half} in {spad._path}"
+
+
 def scrub(dut):
-    """Zero every scratchpad bank (`spad_<buffer>.<buffer>_even` / `_odd`)."""
+    """Zero every scratchpad memory (the XOR of zeros is zero: so are the XOR banks)."""
     for b in Buffer:
         name = b.name.lower()
-        spad = getattr(dut, f"spad_{name}")
-        for bank in ("even", "odd"):
-            rows = getattr(spad, f"{name}_{bank}")
+        for rows in _banks(getattr(dut, f"spad_{name}"), name):
             for i in range(len(rows)):
                 rows[i].value = 0
 
