@@ -9,7 +9,8 @@ from bitlut.errors import UserError
 def register(sub):
     p = sub.add_parser("verilog", help="Verilog for FPGA, Verilator lint, Yosys/nextpnr report")
     p.add_argument("--arch", default="arch/configs/lut.yaml",
-                   help="architecture config (a YAML path or a shipped name: lut, bitserial, mac)")
+                   help="architecture config (a YAML path or a shipped name: lut, bitserial, mac, "
+                   "or the board configs ecp5, artix7)")
     p.add_argument("-o", "--out", default=None,
                    help="output folder (default build/verilog/<tag>)")
     p.add_argument("--no-synth", action="store_true", help="export and lint only")

