@@ -403,7 +403,8 @@ def core_skip(table, target):
     if need > OVERSIZE * part["brams"]:
         return (f"its scratchpads need about {need:,} block RAMs of 18 Kbit, "
                 f"{need / part['brams']:.0f}x the {part['part']}'s {part['brams']}: a config "
-                "sized for an ASIC (the board configs `ecp5` and `artix7` fit)")
+                "sized for a larger part or an ASIC (the board config `ecp5` fits the "
+                "LFE5U-85F, `artix7` the XC7A200T)")
     return None
 
 
