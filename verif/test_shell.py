@@ -6,7 +6,9 @@ in `ErrCode.BUS`, the soft reset, and (marker `rtl`) compiled layers through the
 Verilator with cocotbext-axi's AXI RAM and AXI4-Lite master (`verif/cocotb_shell.py`)."""
 
 import dataclasses
+import json
 import random
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -16,10 +18,13 @@ import pytest
 from arch import isa, regs
 from arch.program import Program
 from arch.regs import ErrCode
+from rtl.shell import Shell
 from sim.executor import Executor
 
 from . import shell_tb
+from .cocotb_run import SimulatorMissing, build_and_run
 from .configs import small
+from .core_hdl import write_cases
 from .harness import seed
 from .shell_host import fields, fields_value
 from .test_core_compiled import compiled
@@ -228,3 +233,39 @@ def test_a_program_word_past_the_memory_is_refused():
         return True
 
     assert shell_tb.run(cfg, host_fn, prog_depth=DEPTH)[0]
+
+
+@pytest.mark.rtl
+def test_compiled_layers_through_the_shell_on_verilator():
+    """One Verilator build of the shell; compiled layers of both weight formats loaded, started
+    and read back over AXI (cocotbext-axi, random pauses on every channel), their DRAM equal
+    to the executor's bit for bit; the core's cycle counter, read over AXI4-Lite, printed."""
+    pytest.importorskip("cocotbext.axi")
+    s = seed()
+    print(f"seed={s} (override with BITLUT_SEED)")
+    cfg = small("lut")
+    programs = {f"{fmt}_m{m}_outliers{o}": compiled(cfg, fmt, m, o, s, n=40, k=200)
+                for fmt, m, o in (("uniform", 1, 0), ("codebook", 3, 7))}
+    depth = 256
+    assert max(len(p.words) for p in programs.values()) <= depth
+    base = 3 * 4096 - 36           # unaligned, and the images cross 4 KiB boundaries
+    with tempfile.TemporaryDirectory() as tmp:
+        cases, config = write_cases(tmp, cfg, programs)
+        out = Path(tmp) / "results.json"
+        try:
+            build_and_run(Shell(cfg, depth), f"shell_{cfg.tag}_p{depth}", "verilator",
+                          "verif.cocotb_shell",
+                          {"BITLUT_SHELL_CASES": str(cases), "BITLUT_SHELL_CONFIG": str(config),
+                           "BITLUT_SHELL_RESULTS": str(out), "BITLUT_SHELL_BASE": str(base),
+                           "BITLUT_SEED": str(s)})
+        except SimulatorMissing as e:
+            pytest.skip(str(e))
+        results = json.loads(out.read_text())
+    for name, prog in programs.items():
+        r = results[name]
+        print(f"{name}: {r['cycles']} core cycles through the shell, {r['polls']} STATUS polls")
+        assert (r["error"], r["err_index"]) == ("NONE", 0), (name, r)
+        got = np.frombuffer(bytes.fromhex(r["dram"]), np.uint8)
+        bad = np.flatnonzero(got != _expected(cfg, prog))
+        assert bad.size == 0, (f"{name} (seed={s}): {bad.size} bytes differ from the "
+                               f"executor's, first at {bad[0]:#x}" if bad.size else "")
