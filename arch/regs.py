@@ -2,8 +2,8 @@
 register block decodes (`rtl.shell`), the host drivers use (`verif.shell_host`), and
 `docs/shell.md` documents (`bitlut shell-doc`, generated from this table like `docs/isa.md`).
 
-Every register is 32 bits at a word-aligned byte offset; the slave decodes bits
-`[ADDR_BITS-1:2]` of the address (the low two are ignored). Accesses:
+Every register is 32 bits at a word-aligned byte offset; the slave decodes the address from
+bit 2 up (the low two bits are ignored). Accesses:
 
 - `ro`: read only; a write answers SLVERR and changes nothing;
 - `rw`: read and write; byte strobes are honoured;
@@ -107,7 +107,8 @@ REGS = (
         Bits("start", 0, 1, "run the loaded program from word 0 (refused while running)"),
         Bits("reset", 1, 1, "soft reset: stop the core, let the DMA finish every AXI "
              "transaction it started (it starts no new one), then reset both; the register "
-             "values and the program memory are kept"),
+             "values and the program memory are kept (AXI cannot abandon a transaction: a "
+             "slave that never answers holds the reset, `STATUS.running` stays 1)"),
     )),
     Reg("status", 0x24, "ro", "status", fields=(
         Bits("running", 0, 1, "a run, or a soft reset, is in progress, or the DMA still "
