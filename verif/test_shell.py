@@ -269,3 +269,23 @@ def test_compiled_layers_through_the_shell_on_verilator():
         bad = np.flatnonzero(got != _expected(cfg, prog))
         assert bad.size == 0, (f"{name} (seed={s}): {bad.size} bytes differ from the "
                                f"executor's, first at {bad[0]:#x}" if bad.size else "")
+
+
+@pytest.mark.parametrize("kind, op", [("read", "load"), ("write", "store")])
+def test_a_bus_error_in_the_cycle_the_previous_command_completes(kind, op):
+    # Without back-pressure the second command's first response follows the first command's
+    # last one at once, so the error comes in the cycle the first command's done does: the
+    # error is the second instruction's (its 8 one-burst rows come first).
+    cfg = small("lut")
+    words = isa.assemble(f"{op} buf=act sram=0 dram=0 rows=8 row_bytes=64 dram_stride=64\n"
+                         f"{op} buf=act sram=512 dram=1024 rows=1 row_bytes=64 dram_stride=64\n"
+                         "finish\n", cfg)
+    prog = Program(words, np.zeros(2048, np.uint8), {})
+
+    async def host_fn(h, tick):
+        return await h.run_program(cfg, prog, 0)
+
+    out, ram = shell_tb.run(cfg, host_fn, bytes(prog.dram), prog_depth=DEPTH, stall=0.0,
+                            errors={(kind, 8)})
+    assert (out.error, out.err_index) == (ErrCode.BUS, 1), out
+    assert ram.quiet
