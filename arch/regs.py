@@ -126,6 +126,10 @@ REGS = (
         "each commit", idle_only=True, limit="PROG_DEPTH - 1"),
     Reg("dram_base", 0x38, "rw", "added to every DRAM address of the program: where the "
         "memory image lies on the AXI4 bus", idle_only=True),
+    Reg("irq_enable", 0x3C, "rw", "interrupt enable", fields=(
+        Bits("done", 0, 1, "`irq` is high while `STATUS.done` is (a level: `start` or a 0 "
+             "here lowers it)"),
+    )),
 ) + tuple(
     Reg(name, _PROG_DATA_OFFSET + 4 * i, "rw",
         f"bits {DATA_BITS * i + DATA_BITS - 1}:{DATA_BITS * i} of the program word"
@@ -201,6 +205,7 @@ _PORTS = """\
 `rtl.shell.Shell(cfg, prog_depth)`, exported by `bitlut verilog` as `shell.v` (module `shell`):
 
 - `clk`, `rst`: the one clock; `rst` is synchronous and active high (invert an AXI `ARESETn`);
+- `irq`: a level interrupt, `STATUS.done` gated by `IRQ_ENABLE.done`;
 - `s_axil_*`: an AXI4-Lite slave (`awaddr awprot awvalid awready wdata wstrb wvalid wready
   bresp bvalid bready araddr arprot arvalid arready rdata rresp rvalid rready`), {abits}-bit
   addresses, 32-bit data, the registers below. One write and one read are served at a time;

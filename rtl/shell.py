@@ -121,6 +121,8 @@ class Shell(wiring.Component):
     s_axil_* : AXI4-Lite slave (`axi4_lite_signature(ADDR_BITS)`, flipped), the registers of
         `arch.regs.REGS`.
     m_axi_* : AXI4 master (`axi4_signature(32, dram.burst_bytes)`), the DMA.
+    irq : Out(1)
+        `STATUS.done` while `IRQ_ENABLE.done`.
     """
 
     def __init__(self, cfg, prog_depth=4096):
@@ -128,7 +130,8 @@ class Shell(wiring.Component):
         self.W = cfg.dram.burst_bytes
         self._axi = axi4_signature(32, self.W)
         self._axil = axi4_lite_signature(ADDR_BITS).flip()
-        super().__init__({**_flat("s_axil", self._axil), **_flat("m_axi", self._axi)})
+        super().__init__({**_flat("s_axil", self._axil), **_flat("m_axi", self._axi),
+                          "irq": Out(1)})
 
     def _bus(self, m, prefix, signature, inner):
         """Wire the flat ports `<prefix>_*` to the interface `inner` of the same signature."""
@@ -173,7 +176,8 @@ class Shell(wiring.Component):
 
         # the host's registers
         stored = {"prog_len": Signal(range(depth + 1)), "prog_addr": Signal(range(depth + 1)),
-                  "dram_base": Signal(32), **{n: Signal(DATA_BITS, name=n) for n in PROG_DATA}}
+                  "dram_base": Signal(32), "irq_enable": Signal(1),
+                  **{n: Signal(DATA_BITS, name=n) for n in PROG_DATA}}
         for name, sig in stored.items():
             with m.If(we(name)):
                 m.d.sync += sig.eq(slave.wdata)
@@ -191,7 +195,8 @@ class Shell(wiring.Component):
                      view["status"].running.eq(busy),
                      view["status"].done.eq(core.done & ~busy),
                      view["status"].error.eq(core.error),
-                     view["err_index"].eq(core.err_index), view["cycles"].eq(core.cycles)]
+                     view["err_index"].eq(core.err_index), view["cycles"].eq(core.cycles),
+                     self.irq.eq(view["status"].done & view["irq_enable"].done)]
 
         # refusals: nothing changes under a running core, nothing wraps past the memory's end
         deny = {r.name: Const(int(r.idle_only)) & busy for r in REGS}

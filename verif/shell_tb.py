@@ -78,10 +78,10 @@ class LiteMaster:
 
 def run(cfg, host_fn, image=b"", ram_bytes=4 * 4096, prog_depth=64, seed=0, stall=0.3,
         errors=(), max_cycles=400_000):
-    """Run `host_fn(host, tick)` (an async function of a `ShellHost` and an awaitable that
-    waits one cycle) against a `Shell(cfg, prog_depth)` whose AXI4 master sees an `AxiRam` of
-    `ram_bytes` holding `image` from address 0 (`errors`: `AxiRam`'s error injection). Returns
-    (`host_fn`'s result, the RAM model)."""
+    """Run `host_fn(host, peek)` (an async function of a `ShellHost` and of `peek(port)`, the
+    value of one of the shell's ports now) against a `Shell(cfg, prog_depth)` whose AXI4
+    master sees an `AxiRam` of `ram_bytes` holding `image` from address 0 (`errors`:
+    `AxiRam`'s error injection). Returns (`host_fn`'s result, the RAM model)."""
     mem = bytearray(ram_bytes)
     mem[:len(image)] = bytes(image)
     ram = AxiRam(mem, cfg.dram.burst_bytes, seed=seed, stall=stall, errors=errors)
@@ -98,9 +98,9 @@ def run(cfg, host_fn, image=b"", ram_bytes=4 * 4096, prog_depth=64, seed=0, stal
     async def host(ctx):
         lite = LiteMaster(ctx, dut, random.Random(seed + 1), stall)
 
-        async def tick():
-            await ctx.tick()
-        out["result"] = await host_fn(ShellHost(lite.read, lite.write), tick)
+        def peek(port):
+            return ctx.get(getattr(dut, port))
+        out["result"] = await host_fn(ShellHost(lite.read, lite.write), peek)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
