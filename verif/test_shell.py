@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from arch import isa, regs
+from arch.config import PE_KINDS
 from arch.program import Program
 from arch.regs import ErrCode
 from rtl.shell import Shell
@@ -110,7 +111,7 @@ def test_back_pressure_and_either_channel_order():
     s = seed()
     print(f"seed={s} (override with BITLUT_SEED)")
     rng = random.Random(s)
-    values = [rng.getrandbits(regs.DATA_BITS) for _ in range(24)]
+    values = [rng.getrandbits(regs.DATA_BITS) for _ in range(8)]
 
     async def host_fn(h, peek):
         for v in values:
@@ -132,7 +133,9 @@ def _expected(cfg, program):
     return ex.dram
 
 
+@pytest.mark.slow
 def test_a_compiled_layer_through_the_shell():
+    # `make test-slow`: `make test` runs compiled layers through the shell on Verilator
     s = seed()
     print(f"seed={s} (override with BITLUT_SEED)")
     cfg = small("lut")
@@ -218,7 +221,7 @@ def test_refusals_while_running_and_the_soft_reset():
         # the program and the registers survived the reset: it runs again, to its end
         return await h.run()
 
-    out, ram = shell_tb.run(cfg, host_fn, bytes(image), prog_depth=DEPTH, seed=s, stall=0.9)
+    out, ram = shell_tb.run(cfg, host_fn, bytes(image), prog_depth=DEPTH, seed=s, stall=0.7)
     assert out.error is ErrCode.NONE, out
     assert ram.quiet
 
@@ -259,14 +262,17 @@ def test_a_program_word_past_the_memory_is_refused():
 
 
 @pytest.mark.rtl
-def test_compiled_layers_through_the_shell_on_verilator():
-    """One Verilator build of the shell; compiled layers of both weight formats loaded, started
-    and read back over AXI (cocotbext-axi, random pauses on every channel), their DRAM equal
-    to the executor's bit for bit; the core's cycle counter, read over AXI4-Lite, printed."""
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k == "lut" else pytest.mark.slow)
+                                  for k in PE_KINDS])
+def test_compiled_layers_through_the_shell_on_verilator(kind):
+    """One Verilator build of the shell per kind (the LUT core in `make test`, the others in
+    `make test-slow`); compiled layers of both weight formats loaded, started and read back
+    over AXI (cocotbext-axi, random pauses on every channel), their DRAM equal to the
+    executor's bit for bit; the core's cycle counter, read over AXI4-Lite, printed."""
     pytest.importorskip("cocotbext.axi")
     s = seed()
     print(f"seed={s} (override with BITLUT_SEED)")
-    cfg = small("lut")
+    cfg = small(kind)
     programs = {f"{fmt}_m{m}_outliers{o}": compiled(cfg, fmt, m, o, s, n=40, k=200)
                 for fmt, m, o in (("uniform", 1, 0), ("codebook", 3, 7))}
     depth = 256
