@@ -391,6 +391,10 @@ def markdown(report):
     for name, d in report["designs"].items():
         if "scratchpads" in d:
             lines += _scratchpad_lines(name, d)
+    why = {d.get("skipped") for d in report["designs"].get(SHELL, {}).values()
+           if isinstance(d, dict)} - {None}
+    if why:
+        lines += ["", f"`{SHELL}` (the FPGA top, docs/shell.md): {why.pop()}."]
     if report.get("pnr"):
         lines += ["", "Place and route (nextpnr-ecp5, small config of the same kind):", ""]
         for name, r in report["pnr"].items() if isinstance(report["pnr"], dict) else []:
