@@ -1,4 +1,4 @@
-"""`bitlut arch check`, `bitlut asm`, `bitlut disasm`, `bitlut isa-doc`."""
+"""`bitlut arch check`, `bitlut asm`, `bitlut disasm`, `bitlut isa-doc`, `bitlut shell-doc`."""
 
 from bitlut import args as checks
 from bitlut.errors import UserError
@@ -39,6 +39,12 @@ def register(sub):
     p.add_argument("-o", "--output", default="docs/isa.md",
                    type=checks.arg(checks.output_file, "-o"))
     p.set_defaults(func=isa_doc)
+
+    p = sub.add_parser("shell-doc", help="write the FPGA shell's port and register page "
+                       "(docs/shell.md)")
+    p.add_argument("-o", "--output", default="docs/shell.md",
+                   type=checks.arg(checks.output_file, "-o"))
+    p.set_defaults(func=shell_doc)
 
 
 def check(args):
@@ -91,6 +97,13 @@ def isa_doc(args):
     from arch import isa
     from bitlut.fileio import atomic_write
     atomic_write(args.output, isa.reference_markdown() + "\n")
+    print(f"wrote {args.output}")
+
+
+def shell_doc(args):
+    from arch import regs
+    from bitlut.fileio import atomic_write
+    atomic_write(args.output, regs.reference_markdown())
     print(f"wrote {args.output}")
 
 

@@ -80,6 +80,10 @@ class AxiDma(wiring.Component):
         Added to every DRAM address.
     reset : In(1)
         Forget every command (the core's `start`); only while `idle`.
+    abort : In(1)
+        Stop as after an error response, without reporting one (a soft reset): no further
+        address is sent, every transaction already sent is completed (write data as empty
+        words), then `idle` rises; `reset` ends it.
     idle : Out(1)
         No command queued and no transaction on the bus.
     axi : Out(axi4_signature(32, W))
@@ -97,7 +101,7 @@ class AxiDma(wiring.Component):
             "wr_cmd": In(valid_signature(cmd_layout)),
             "wr_data": In(stream.Signature(8 * W)),
             "wr_done": Out(1), "wr_error": Out(1),
-            "base": In(32), "reset": In(1), "idle": Out(1),
+            "base": In(32), "reset": In(1), "abort": In(1), "idle": Out(1),
             "axi": Out(axi4_signature(32, W)),
         })
 
@@ -106,6 +110,8 @@ class AxiDma(wiring.Component):
         self._failed = Signal()          # an error response came: send no more addresses
         self._read(m)
         self._write(m)
+        with m.If(self.abort):
+            m.d.sync += self._failed.eq(1)
         with m.If(self.reset):
             m.d.sync += self._failed.eq(0)
         m.d.comb += self.idle.eq(self._read_quiet & self._write_quiet)

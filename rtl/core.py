@@ -20,8 +20,9 @@ Cycle 0 is the first cycle after `start`. In cycle t:
   the memory port's `done` marks, or later while its signals find no room; in order, one a cycle.
 `cycles` counts the cycles before the first one in which dispatch has ended and everything is
 idle; then `done` rises. An illegal word, an address outside its scratchpad, an opcode this core
-does not run yet, running past `prog_len`, or a cycle in which nothing can ever move again
-(deadlock) stops the core with `error` and the instruction index in `err_index`.
+does not run yet, running past `prog_len`, a cycle in which nothing can ever move again
+(deadlock), or an error on the memory port (`rd_error` / `wr_error`: the AXI bus answered a DMA
+transfer with an error) stops the core with `error` and the instruction index in `err_index`.
 
 The memory port (a DRAM model or the FPGA shell of a later issue drives it): one command per
 DMA instruction on `rd_cmd` / `wr_cmd` (always accepted, in the last setup cycle), `W`-byte data
@@ -32,11 +33,12 @@ its beats have moved.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from arch.isa import FORMATS, HEADER, LAYOUTS, PE_KIND_OF, UNIT_OF, WORD_BITS, Buffer, Opcode, Unit
+from arch.regs import ErrCode
 
 from . import matmul_unit, table_seq, vector_unit
 from .common import INSN, Pipeline, valid_signature
@@ -74,15 +76,6 @@ DMA_SETUP = 4
 DISPATCH_LATENCY = 1
 
 
-class ErrCode(enum.Enum, shape=3):
-    NONE = 0
-    ILLEGAL = 1        # unassigned opcode or enum value, reserved bits, a zero count, own token
-    RANGE = 2          # a scratchpad extent past the end of its buffer
-    UNSUPPORTED = 3    # an opcode this core does not run yet
-    DEADLOCK = 4       # every unit blocked: no cycle can ever move again
-    OVERRUN = 5        # dispatch ran past `prog_len` without `finish`
-
-
 class Core(wiring.Component):
     """The core for `cfg`, with a program memory of `prog_depth` words.
 
@@ -102,6 +95,10 @@ class Core(wiring.Component):
         Why and where the run stopped, if it did not end normally.
     rd_cmd, rd_data, rd_done, wr_cmd, wr_data, wr_done
         The memory port (module docstring).
+    rd_error, wr_error : In
+        The memory port's error pulses (the FPGA shell's AXI master: `rtl.axi.AxiDma`), in place
+        of the `done` of the oldest load or store command: the run stops with `ErrCode.BUS`
+        and that DMA instruction's index. Drive them 0 where the memory cannot fail.
     trace_dispatch : Out(event_layout)
         `valid` and the index of the instruction dispatched in this cycle.
     trace_start, trace_end, trace_retire : Out, one per unit
@@ -127,6 +124,7 @@ class Core(wiring.Component):
             "wr_cmd": Out(valid_signature(DMA_CMD)),
             "wr_data": Out(stream.Signature(8 * self.word_bytes)),
             "wr_done": In(1),
+            "rd_error": In(1), "wr_error": In(1),
             "trace_dispatch": Out(event),
             "trace_start": Out(data.ArrayLayout(event, len(Unit))),
             "trace_end": Out(data.ArrayLayout(event, len(Unit))),
@@ -218,6 +216,7 @@ class _Build:
         self.starting = {u: Signal(name=f"starting_{u.name.lower()}") for u in Unit}
         self.blocked = {u: Signal(name=f"blocked_{u.name.lower()}") for u in Unit}
         self.ctl = {}
+        self.failing = {}               # DMA unit -> index of the command a bus error names
 
     def run(self):
         m, core = self.m, self.core
@@ -488,6 +487,9 @@ class _Build:
                      cmd.payload.row_bytes.eq(cur.row_bytes),
                      cmd.payload.dram_stride.eq(cur.dram_stride)]
         # completion and retirement, in order
+        # the command a memory error belongs to: the oldest not done (the next one if `done`
+        # completes the oldest in this very cycle)
+        self.failing[u] = slots[Mux(done, wrap(done_ptr), done_ptr)].insn
         with m.If(done):
             m.d.sync += [slots[done_ptr].done.eq(1), done_ptr.eq(wrap(done_ptr))]
         h = slots[head]
@@ -597,8 +599,13 @@ class _Build:
         blame = self.pc
         for u in reversed(Unit):
             blame = Mux(self.blocked[u], self.q[u]["head"].index, blame)
+        core = self.core
         with m.If(self.run_state):
-            with m.If(self.dispatch_fail != ErrCode.NONE):
+            with m.If(core.rd_error | core.wr_error):
+                m.d.comb += [self.stop.eq(1), self.fail.eq(ErrCode.BUS),
+                             self.fail_index.eq(Mux(core.rd_error, self.failing[Unit.LOAD],
+                                                    self.failing[Unit.STORE]))]
+            with m.Elif(self.dispatch_fail != ErrCode.NONE):
                 m.d.comb += [self.stop.eq(1), self.fail.eq(self.dispatch_fail),
                              self.fail_index.eq(self.pc)]
             with m.Elif(deadlock):

@@ -4,7 +4,9 @@
 
 - `<design>.v` for each unit of the config's PE kind in `rtl.units.UNITS` (`lut`: `table_unit`
   and `lut_pe`; `bitserial`: `bitserial_pe`; `mac`: `mac_pe`) and the whole core (`core.v`,
-  `rtl.units.CORE`), plus `<design>.ports.json` (the component's signature metadata, for the
+  `rtl.units.CORE`) and the FPGA top around it (`shell.v`, `rtl.shell.Shell`: AXI4-Lite
+  registers and the AXI4 master, docs/shell.md; exported and linted, not synthesized), plus
+  `<design>.ports.json` (the component's signature metadata, for the
   cocotb side);
 - `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
   justified there); lint failures are reported and make the command fail;
@@ -41,16 +43,23 @@ from . import tools
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = ROOT / "rtl" / "verilator_waivers.vlt"
 TARGETS = ("ecp5", "xilinx", "cmos")
+SHELL = "shell"       # the FPGA top (docs/shell.md): exported and linted, not synthesized here
+SHELL_WHY = "exported and linted only: the core is nearly all of it (see the core's figures)"
 
 __all__ = ["designs", "export", "lint", "synth", "pnr", "build", "compare", "PnrShell"]
 
 
 def designs(cfg, names=None):
     """`{name: component}` of the RTL units of `cfg.pe.kind` (`rtl.units.UNITS`), each on its own
-    for its resource figures, and the whole core (`rtl.units.CORE`); `names` keeps only those."""
+    for its resource figures, the whole core (`rtl.units.CORE`) and the FPGA top around it
+    (`rtl.shell.Shell`, `SHELL`); `names` keeps only those."""
     from . import units
-    return {u.name: u.build(cfg) for u in units.units_of(cfg) + (units.CORE,)
-            if names is None or u.name in names}
+    from .shell import Shell
+    out = {u.name: u.build(cfg) for u in units.units_of(cfg) + (units.CORE,)
+           if names is None or u.name in names}
+    if names is None or SHELL in names:
+        out[SHELL] = Shell(cfg)
+    return out
 
 
 def export(cfg, out_dir, names=None):
@@ -350,6 +359,9 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             for name, path in paths.items():
                 for target in targets:
+                    if name == SHELL:
+                        report["designs"][name][target] = {"skipped": SHELL_WHY}
+                        continue
                     why = spads[name] and core_skip(spads[name], target)
                     if why:
                         report["designs"][name][target] = {"skipped": why}
@@ -413,8 +425,8 @@ def _totals(report, targets):
     total = {}
     for target in targets:
         acc = {}
-        for d in report["designs"].values():
-            if "scratchpads" in d:
+        for name, d in report["designs"].items():
+            if "scratchpads" in d or name == SHELL:
                 continue
             for k, v in d.get(target, {}).items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -435,7 +447,7 @@ def markdown(report):
               "ECP5 carry | 7-series LUTs | 7-series FFs | 7-series DSPs | 7-series CARRY4 | "
               "CMOS transistors |", "|---" * 12 + "|"]
     rows = list(report["designs"].items())
-    units = [n for n, d in rows if "scratchpads" not in d]
+    units = [n for n, d in rows if "scratchpads" not in d and n != SHELL]
     if "total" in report and len(units) > 1:
         rows.append(("**units total**", {**report["total"], "lint": None}))
     for name, d in rows:
@@ -451,6 +463,10 @@ def markdown(report):
     for name, d in report["designs"].items():
         if "scratchpads" in d:
             lines += _part_lines(name, d, report["clock_mhz"]) + _scratchpad_lines(name, d)
+    why = {d.get("skipped") for d in report["designs"].get(SHELL, {}).values()
+           if isinstance(d, dict)} - {None}
+    if why:
+        lines += ["", f"`{SHELL}` (the FPGA top, docs/shell.md): {why.pop()}."]
     if report.get("pnr"):
         lines += ["", "Place and route (nextpnr-ecp5, small config of the same kind):", ""]
         for name, r in report["pnr"].items() if isinstance(report["pnr"], dict) else []:

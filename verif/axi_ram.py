@@ -15,7 +15,12 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["AxiRam", "AxiViolation"]
+__all__ = ["AxiRam", "AxiViolation", "MASTER_OUT", "SLAVE_OUT"]
+
+MASTER_OUT = ("arvalid", "araddr", "arlen", "arsize", "arburst", "awvalid", "awaddr", "awlen",
+              "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast", "rready", "bready")
+SLAVE_OUT = ("arready", "awready", "wready", "rvalid", "rdata", "rresp", "rlast", "bvalid",
+             "bresp")
 
 
 class AxiViolation(AssertionError):

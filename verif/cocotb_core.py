@@ -12,14 +12,12 @@ import json
 import os
 
 import cocotb
-import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-from arch import config, isa
 from arch.isa import Buffer
-from arch.program import Program
 
+from .core_hdl import read_cases
 from .core_tb import CoreDriver
 
 
@@ -61,19 +59,14 @@ def scrub(dut):
 
 @cocotb.test()
 async def run_programs(dut):
-    with open(os.environ["BITLUT_CORE_CONFIG"]) as f:
-        cfg = config.from_dict(json.load(f), source="BITLUT_CORE_CONFIG")
+    cfg, programs = read_cases(os.environ["BITLUT_CORE_CASES"], os.environ["BITLUT_CORE_CONFIG"])
     depth = int(os.environ["BITLUT_CORE_DEPTH"])
-    cases = np.load(os.environ["BITLUT_CORE_CASES"], allow_pickle=False)
-    names = [n[:-len("__words")] for n in cases.files if n.endswith("__words")]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     results = {}
-    for name in names:
-        words = isa.from_bytes(cases[f"{name}__words"].tobytes())
-        prog = Program(words, cases[f"{name}__dram"], {})
+    for name, prog in programs.items():
         drv = CoreDriver(cfg, prog, _get(dut), _set(dut), depth)
         await FallingEdge(dut.clk)
         scrub(dut)

@@ -55,7 +55,10 @@ class CoreDriver:
         self.event = event_layout(prog_depth)
 
     def load_steps(self):
-        """The host's program writes, one a cycle: yields after setting each."""
+        """The host's program writes, one a cycle: yields after setting each. The DRAM model
+        never fails, so the port's error inputs are held at 0."""
+        self.set("rd_error", 0)
+        self.set("wr_error", 0)
         for i, w in enumerate(self.words):
             self.set("prog_we", 1)
             self.set("prog_addr", i)

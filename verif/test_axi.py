@@ -11,13 +11,8 @@ from amaranth.sim import Simulator
 from rtl.axi import AxiDma
 from rtl.core import DMA_CMD
 
-from .axi_ram import AxiRam
+from .axi_ram import MASTER_OUT, AxiRam
 from .harness import seed
-
-MASTER_OUT = ("arvalid", "araddr", "arlen", "arsize", "arburst", "awvalid", "awaddr", "awlen",
-              "awsize", "awburst", "wvalid", "wdata", "wstrb", "wlast", "rready", "bready")
-SLAVE_OUT = ("arready", "awready", "wready", "rvalid", "rdata", "rresp", "rlast", "bvalid",
-             "bresp")
 
 
 def _row_bytes(mem, dram, rows, row_bytes, stride):
