@@ -144,9 +144,7 @@ def roofline_point(cfg, workload):
                 if counter in est:
                     counts[counter] = counts.get(counter, 0) + est[counter]
             counts["table_entries"] += est["table_entries"]
-            # vector elements: the vector unit's busy cycles times its lanes (an upper bound:
-            # it counts the pipeline fill of each instruction as work)
-            counts["vector_ops"] += est["unit_cycles"]["vector"] * cfg.timing.vector_lanes
+            counts["vector_ops"] += est["vector_ops"]
             counts["dram_bytes"] += sum(est["dram_bytes"].values())
         energy = timing.energy_pj(cfg, counts, cycles) + _sram_pj(cfg, ests)
         metrics.update(_phase_metrics(phase, m, workload.blocks, cycles, energy,

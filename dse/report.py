@@ -466,9 +466,10 @@ def tables(data):
                              ["workload", "kind", "point",
                               *(f"{ph} cycles ratio" for ph in sw.phases),
                               *(f"{ph} energy ratio" for ph in sw.phases)], _sim_rows(data),
-                             "The roofline rung's energy counts the vector unit's elements as "
-                             "its busy cycles x lanes and leaves out the codebook expansion "
-                             "(cbx) of the bit-serial and MAC arrays, which SimPy counts.")
+                             "The roofline rung prices every instruction the way SimPy does "
+                             "(each unit's busy cycles and events are exact); what it leaves "
+                             "out is the queues' fill, drain and imperfect overlap, so a "
+                             "ratio is at least 1.")
     gpu_rows, cal = _gpu_rows(data)
     out["gpu"] = Table("GPU row", ["workload", "gpu", *(f"{ph} tok/s" for ph in sw.phases)],
                        gpu_rows, "Tokens/s of the whole model: arch/gpus.yaml's default "
