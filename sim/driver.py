@@ -39,12 +39,14 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     est = tiling_mod.estimate(plan, config, m, tile)
     tiles = math.ceil(m / tile.mr) * math.ceil(layer.shape[0] / tile.nw)
     sampled = not full and est["instructions_est"] > FULL_SIM_INSNS and tiles > 2
-    x = sample_activations(layer.shape[1], m, seed=seed)
+    # a timing-only run (`check=False`) needs no activations: the cycle model runs without data
+    x = sample_activations(layer.shape[1], m, seed=seed) if check else None
     kw = dict(trace=trace is not None, unlimited_bandwidth=unlimited_bandwidth)
     check_layer = layer
     if not sampled:
         compiled_full = lower(layer, config, m, tile=tile, image=check, plan=plan)
-        write_inputs(compiled_full, x)
+        if check:
+            write_inputs(compiled_full, x)
         res, model = simulate(config, compiled_full.program, data=check, **kw)
         cycles, events, dram_bytes = res.cycles, res.events, res.dram_bytes
         units = res.as_dict(config)["units"]
@@ -64,7 +66,8 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         for count, (rows, nout) in enumerate(shapes, 1):
             sub = rows_of(layer, nout)
             c = lower(sub, config, rows, tile=tile, image=check and count == 2)
-            write_inputs(c, x[:rows])
+            if check:
+                write_inputs(c, x[:rows])
             r, mdl = simulate(config, c.program, data=check and count == 2, **kw)
             runs.append((sub, c, r, mdl))
         (_, _, r1, _), (check_layer, compiled_full, res, model) = runs
