@@ -134,6 +134,10 @@ def plan_layer(layer, config, block_size=128):
         groups = [np.arange(j, min(k, j + gs)) for j in range(0, k, gs)]
         spec = [(cols, b, g) for cols in groups]
     elif layer.kind == "codebook":
+        if not pe.codebook:
+            raise LoweringError(f"{where}: a codebook layer needs an array that serves "
+                                f"codebooks (`pe.codebook: true`), not {config.source}'s "
+                                f"uniform-only one")
         bits = np.asarray(layer.bits, np.int64)
         layout = codebook_layout(bits, block_size)
         spec = []
