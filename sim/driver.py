@@ -31,14 +31,16 @@ def phase_label(m):
 
 
 def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
-                   unlimited_bandwidth=False):
+                   unlimited_bandwidth=False, sample_above=None):
     """Simulate one layer at `m` tokens; return its report dict. `trace`: a `sim.trace.RunTrace`
-    that gets the simulated run."""
+    that gets the simulated run. A layer of more than `sample_above` instructions (default
+    `FULL_SIM_INSNS`) and more than two output tiles is simulated by sampling."""
     plan = plan_layer(layer, config)
     tile = tiling_mod.choose(plan, config, m)
     est = tiling_mod.estimate(plan, config, m, tile)
     tiles = math.ceil(m / tile.mr) * math.ceil(layer.shape[0] / tile.nw)
-    sampled = not full and est["instructions_est"] > FULL_SIM_INSNS and tiles > 2
+    limit = FULL_SIM_INSNS if sample_above is None else sample_above
+    sampled = not full and est["instructions_est"] > limit and tiles > 2
     # a timing-only run (`check=False`) needs no activations: the cycle model runs without data
     x = sample_activations(layer.shape[1], m, seed=seed) if check else None
     kw = dict(trace=trace is not None, unlimited_bandwidth=unlimited_bandwidth)
