@@ -44,6 +44,9 @@ SIM_SAMPLE_ABOVE = 1000
 ROOT = Path(__file__).resolve().parent.parent
 _version = None
 _models = {}
+# SimPy runs a worker keeps: points whose programs and timing agree (a bigger weight buffer
+# that tiles alike, a centroid width on a uniform workload's bit-serial array) share one run
+_sim_memo = {}
 
 
 def metric_names(phases):
@@ -184,7 +187,7 @@ def sim_point(cfg, workload):
             sig = _program_signature(plan)
             if sig not in seen:
                 seen[sig] = simulate_layer(layer, cfg, m, seed=i, check=False,
-                                           sample_above=SIM_SAMPLE_ABOVE)
+                                           sample_above=SIM_SAMPLE_ABOVE, memo=_sim_memo)
             r = seen[sig]
             cycles += r["cycles"]
             for k, v in r["events"].items():

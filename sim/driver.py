@@ -10,6 +10,8 @@ the sampled rows. `tests/test_driver.py` bounds the extrapolation error against 
 """
 
 import dataclasses
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -30,11 +32,35 @@ def phase_label(m):
     return "decode, M=1" if m == 1 else f"prefill/batch, M={m}"
 
 
+def _timing_key(config, program, **kw):
+    """What a timing-only run depends on: the program's words and the config less what the
+    cycle model does not read for timing (the energy table, the scratchpads' capacities, which
+    only bound the addresses, names)."""
+    d = dataclasses.asdict(config)
+    for k in ("energy", "name", "source"):
+        d.pop(k, None)
+    d["sram"] = {k: v for k, v in d["sram"].items() if not k.endswith("_kib")}
+    words = hashlib.sha256(b"".join(int(w).to_bytes(16, "little") for w in program.words))
+    return words.hexdigest(), json.dumps(d, sort_keys=True, default=str), tuple(sorted(kw.items()))
+
+
+def _simulate(config, program, memo, data, **kw):
+    """`sim.cycle.simulate`, through `memo` (a dict) for timing-only runs: a program run once on
+    a config runs the same on any config that times it alike. Returns (result, model or None)."""
+    if memo is None or data or kw.get("trace"):
+        return simulate(config, program, data=data, **kw)
+    key = _timing_key(config, program, **kw)
+    if key not in memo:
+        memo[key] = simulate(config, program, data=False, **kw)[0]
+    return memo[key], None
+
+
 def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
-                   unlimited_bandwidth=False, sample_above=None):
+                   unlimited_bandwidth=False, sample_above=None, memo=None):
     """Simulate one layer at `m` tokens; return its report dict. `trace`: a `sim.trace.RunTrace`
     that gets the simulated run. A layer of more than `sample_above` instructions (default
-    `FULL_SIM_INSNS`) and more than two output tiles is simulated by sampling."""
+    `FULL_SIM_INSNS`) and more than two output tiles is simulated by sampling. `memo`: a dict
+    that keeps timing-only runs for reuse (`check=False`, no trace)."""
     plan = plan_layer(layer, config)
     tile = tiling_mod.choose(plan, config, m)
     est = tiling_mod.estimate(plan, config, m, tile)
@@ -49,7 +75,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         compiled_full = lower(layer, config, m, tile=tile, image=check, plan=plan)
         if check:
             write_inputs(compiled_full, x)
-        res, model = simulate(config, compiled_full.program, data=check, **kw)
+        res, model = _simulate(config, compiled_full.program, memo, check, **kw)
         cycles, events, dram_bytes = res.cycles, res.events, res.dram_bytes
         units = res.as_dict(config)["units"]
         rows_checked = m
@@ -70,7 +96,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
             c = lower(sub, config, rows, tile=tile, image=check and count == 2)
             if check:
                 write_inputs(c, x[:rows])
-            r, mdl = simulate(config, c.program, data=check and count == 2, **kw)
+            r, mdl = _simulate(config, c.program, memo, check and count == 2, **kw)
             runs.append((sub, c, r, mdl))
         (_, _, r1, _), (check_layer, compiled_full, res, model) = runs
         total_tiles = (m / rows1) * (layer.shape[0] / tile.nw)      # fractional edges
