@@ -222,15 +222,16 @@ def _price(config, insns, times, acc):
         for name, v in timing.events(config, insn).items():
             if name == "sram_bytes":
                 sram[buf] = sram.get(buf, 0) + k * v
-            elif name == "dram_bytes":
-                dram[what] = dram.get(what, 0) + k * v
+            elif name == "dram_bytes":          # on the bus: whole bursts
                 units["dram"] = units.get("dram", 0) + k * timing.dram_transfer_cycles(config, v)
-            else:
-                events[name] = events.get(name, 0) + k * v
+            events[name] = events.get(name, 0) + k * v
+        if what is not None:                    # the bytes the program moves
+            dram[what] += k * insn.args["rows"] * insn.args["row_bytes"]
 
 
 def estimate(plan, config, m, tile):
-    """Per-unit busy cycles, DRAM bytes per category, scratchpad bytes per buffer, event counts
+    """Per-unit busy cycles, DRAM bytes per category (what the program moves) and on the bus
+    (`dram_bus_bytes`: each DMA row in whole bursts), scratchpad bytes per buffer, event counts
     (`timing.COUNTERS`) and instruction count of the loop nest for `tile`; the slowest unit
     bounds the run (`cycles`) because the decoupled queues overlap the others. The load and
     store units' busy cycles (the DMA setup) are summed as `dispatch`."""
@@ -262,7 +263,8 @@ def estimate(plan, config, m, tile):
                        + 2 * sum(lists.values()))
     work = timing.MATMUL_COUNTER[MATMUL_OPCODE[pe.kind]]
     return {"cycles": max(units.values()), "unit_cycles": units, "dram_bytes": dram,
-            "sram_bytes": sram, "instructions_est": insns,
+            "dram_bus_bytes": events.get("dram_bytes", 0), "sram_bytes": sram,
+            "instructions_est": insns,
             "table_entries": events.get("table_entries", 0),
             "vector_ops": events.get("vector_ops", 0), work: events.get(work, 0)}
 

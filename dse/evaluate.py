@@ -164,7 +164,7 @@ def roofline_point(cfg, workload):
                     counts[counter] = counts.get(counter, 0) + est[counter]
             counts["table_entries"] += est["table_entries"]
             counts["vector_ops"] += est["vector_ops"]
-            counts["dram_bytes"] += sum(est["dram_bytes"].values())
+            counts["dram_bytes"] += est["dram_bus_bytes"]
         energy = timing.energy_pj(cfg, counts, cycles) + _sram_pj(cfg, ests)
         metrics.update(_phase_metrics(phase, m, workload.blocks, cycles, energy,
                                       counts["dram_bytes"], _bound(ests), cfg,
