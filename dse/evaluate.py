@@ -62,9 +62,10 @@ def model_version():
         h = hashlib.sha256()
         for rel in MODEL_SOURCES:
             h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
-        from dse import synth  # the area fit: its syntheses and their RTL
-        h.update(synth.CACHE.read_bytes() if synth.CACHE.exists() else b"no syntheses")
-        h.update(synth.rtl_hash().encode())
+        from dse import synth  # the area fits: their syntheses and their RTL
+        for cache in (synth.CACHE, synth.FPGA_CACHE):
+            h.update(cache.read_bytes() if cache.exists() else b"no syntheses")
+        h.update(synth.rtl_hash().encode() + synth.fpga_hash().encode())
         _version = h.hexdigest()[:16]
     return _version
 
