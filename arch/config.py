@@ -13,6 +13,7 @@ folders.
 """
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ MIN_CODEBOOK_BITS = min(CODEBOOK_BITS)
 CENTROID_BITS = (8, 16)                  # fixed-point centroid widths
 ACT_BITS = (8,)
 ACC_BITS = (16, 24, 32)
+TABLE_ENTRY_MAX_BITS = 32                # table entries are stored as int16 or int32
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -88,6 +90,9 @@ class PE:
     acc_bits: int = 32
     centroid_bits: int = 8
     saturate: bool = False
+    codebook: bool = True        # serves CLAQ codebook layers too (false: uniform weights only)
+    table_entry_bits: int = 0    # LUT table entry width; 0: the narrowest that serves the
+    #                              formats (`ArchConfig.table_entry_bits_needed`)
 
 
 @dataclass(frozen=True)
@@ -197,15 +202,24 @@ class ArchConfig:
         return self.pe.index_bits // bits
 
     @property
-    def table_entry_bits(self):
-        """Width of one table entry: the largest |sum| of `group` activations (uniform mode) or of
-        activation x centroid products over one index (codebook mode), plus a sign bit."""
+    def table_entry_bits_needed(self):
+        """The narrowest table entry that serves the array's formats: the largest |sum| of
+        `group` activations (uniform mode) or, where the array serves codebooks
+        (`pe.codebook`), of activation x centroid products over one index (codebook mode), plus
+        a sign bit. A uniform-only A8 array with g = 4 needs 10 bits; int16 codebooks, 24."""
         pe = self.pe
         amax = (1 << (pe.act_bits - 1)) - 1
         cmax = (1 << (pe.centroid_bits - 1)) - 1
-        uniform = pe.group * amax
-        codebook = (pe.index_bits // MIN_CODEBOOK_BITS) * amax * cmax
-        return max(uniform, codebook).bit_length() + 1
+        need = pe.group * amax
+        if pe.codebook:
+            need = max(need, (pe.index_bits // MIN_CODEBOOK_BITS) * amax * cmax)
+        return need.bit_length() + 1
+
+    @property
+    def table_entry_bits(self):
+        """Width of one table entry: `pe.table_entry_bits`, or the narrowest that serves the
+        array's formats when that is 0. The table unit and the LUT PEs are built this wide."""
+        return self.pe.table_entry_bits or self.table_entry_bits_needed
 
     @property
     def table_entry_bytes(self):
@@ -225,13 +239,14 @@ class ArchConfig:
     def dram_bytes_per_cycle(self):
         return self.dram.gbps * 1e9 / (self.clock_mhz * 1e6)
 
-    @property
+    @functools.cached_property
     def dram_bytes_per_cycle_exact(self):
         """DRAM bytes per cycle as an exact fraction of the config's decimal numbers, for the
-        cycle counts that the cycle model and the RTL's memory model must agree on."""
+        cycle counts that the cycle model and the RTL's memory model must agree on (computed
+        once: the cycle model asks for every DMA)."""
         return _decimal(self.dram.gbps) * 1000 / _decimal(self.clock_mhz)
 
-    @property
+    @functools.cached_property
     def dram_latency_cycles(self):
         """The DRAM latency in whole cycles, rounded up exactly (latency_ns * clock_mhz / 1000)."""
         return math.ceil(_decimal(self.dram.latency_ns) * _decimal(self.clock_mhz) / 1000)
@@ -416,6 +431,14 @@ def validate(cfg):
         if max(pe.weight_bits) > pe.index_bits:
             _fail(src, "pe.weight_bits", f"at most pe.index_bits ({pe.index_bits}) wide so a "
                   "codebook index fits the table", list(pe.weight_bits))
+    if pe.kind == "lut" and pe.table_entry_bits:
+        need = cfg.table_entry_bits_needed
+        if not need <= pe.table_entry_bits <= TABLE_ENTRY_MAX_BITS:
+            serves = "uniform weights" + (f" and int{pe.centroid_bits} codebooks"
+                                          if pe.codebook else "")
+            _fail(src, "pe.table_entry_bits", f"0 (derived) or between {need} (what "
+                  f"{serves} need at pe.group {pe.group}) and {TABLE_ENTRY_MAX_BITS}",
+                  pe.table_entry_bits)
     if pe.kind == "mac" and pe.rows != pe.cols:
         _fail(src, "pe.rows", f"equal to pe.cols ({pe.cols}) for a square systolic array",
               pe.rows)

@@ -38,6 +38,8 @@ ENERGY_FIELD = {
     "dram_bytes": "dram_byte_pj",           # DRAM bytes moved (whole bursts)
 }
 COUNTERS = tuple(ENERGY_FIELD)
+#: The entry width `energy.table_entry_pj` is given for (the shipped tables: one 16-bit add).
+ENERGY_ENTRY_BITS = 16
 MATMUL_COUNTER = {Opcode.LMMA: "lookups", Opcode.BSMM: "bitserial_steps", Opcode.MMA: "macs"}
 
 
@@ -211,9 +213,19 @@ def events(config, insn):
     return ev
 
 
+def event_pj(config, counter):
+    """Energy of one event of `counter` in pJ: its energy-table field; a table entry's, which
+    the table gives for an entry `ENERGY_ENTRY_BITS` wide (one 16-bit add), scales with
+    `config.table_entry_bits` (an adder and a register that wide)."""
+    pj = getattr(config.energy, ENERGY_FIELD[counter])
+    if counter == "table_entries":
+        pj *= config.table_entry_bits / ENERGY_ENTRY_BITS
+    return pj
+
+
 def energy_pj(config, counts, cycles):
-    """Energy of a run in pJ: each counter priced by its energy-table field, plus the static
-    power over `cycles`."""
+    """Energy of a run in pJ: each counter priced by `event_pj`, plus the static power over
+    `cycles`."""
     e = config.energy
-    dynamic = sum(getattr(e, ENERGY_FIELD[k]) * v for k, v in counts.items())
+    dynamic = sum(event_pj(config, k) * v for k, v in counts.items())
     return dynamic + e.static_mw * 1e-3 * cycles * config.cycle_ns * 1e-9 * 1e12

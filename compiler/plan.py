@@ -15,6 +15,7 @@ layout; see docs/compiler.md for why the on-chip gather is not used for it.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,6 +39,19 @@ class KStep:
     offset: int
     width: int
     cols: np.ndarray
+    bits: int
+    g: int
+
+    @property
+    def kgroups(self):
+        return self.width // self.g
+
+
+@dataclass(frozen=True)
+class KShape:
+    """What the cost and the slot sizes of a k-step depend on (a `KStep` less its place): equal
+    shapes cost alike, so the compiler's cost model prices a layer per shape times its count."""
+    width: int
     bits: int
     g: int
 
@@ -75,6 +89,15 @@ class Plan:
     ol_vals: np.ndarray = None
     _lowered_codes: np.ndarray = None
 
+    @cached_property
+    def kshapes(self):
+        """{KShape: how many k-steps have it}, in first-seen order."""
+        out = {}
+        for ks in self.ksteps:
+            shape = KShape(ks.width, ks.bits, ks.g)
+            out[shape] = out.get(shape, 0) + 1
+        return out
+
     # -- host side ------------------------------------------------------------------------------
     def lower_activations(self, xq):
         """int8 [M, kp]: the lowered layout of quantized activations (padding is zero)."""
@@ -111,6 +134,10 @@ def plan_layer(layer, config, block_size=128):
         groups = [np.arange(j, min(k, j + gs)) for j in range(0, k, gs)]
         spec = [(cols, b, g) for cols in groups]
     elif layer.kind == "codebook":
+        if not pe.codebook:
+            raise LoweringError(f"{where}: a codebook layer needs an array that serves "
+                                f"codebooks (`pe.codebook: true`), not {config.source}'s "
+                                f"uniform-only one")
         bits = np.asarray(layer.bits, np.int64)
         layout = codebook_layout(bits, block_size)
         spec = []

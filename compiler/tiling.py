@@ -9,8 +9,10 @@ fewest instructions.
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from arch import image, timing
-from arch.image import OUTLIER, PARAM
+from arch.image import OUT, OUTLIER, PARAM, ROW_SCALE
 from arch.isa import MATMUL_OPCODE, Insn, Mode, Opcode, field_max
 from compiler.plan import LoweringError, weight_image_bytes
 
@@ -24,6 +26,8 @@ MAX_DMA_ROW = (field_max(Opcode.LOAD, "row_bytes") + 1) // 2
 MAX_N = (MAX_DMA_ROW - 1) // PARAM.itemsize
 # ... and one `vout` applies at most `count` records.
 MAX_VOUT = field_max(Opcode.VOUT, "count")
+# What the DRAM traffic of an estimate is split into.
+DRAM_CATEGORIES = ("weights", "activations", "params", "codebooks", "outliers", "outputs")
 
 
 @dataclass(frozen=True)
@@ -58,22 +62,28 @@ def _mode(plan):
 def slot_bytes(plan, config, mr, nw):
     """Bytes of one slot of each double-buffered region for tile (mr, nw)."""
     pe = config.pe
-    wmax = max(ks.width for ks in plan.ksteps)
+    shapes = plan.kshapes
+    wmax = max(ks.width for ks in shapes)
     out = {"act": mr * wmax,
-           "weight_one": max(_weight_bytes(plan, config, ks, nw) for ks in plan.ksteps),
+           "weight_one": max(_weight_bytes(plan, config, ks, nw) for ks in shapes),
            "acc": 4 * mr * nw, "out": 4 * mr * nw}
     if pe.kind == "lut":
         mode = _mode(plan)
         out["table_one"] = max(image.table_bytes(config, mode, mr, ks.kgroups, ks.bits)
-                               for ks in plan.ksteps)
+                               for ks in shapes)
     if plan.kind == "codebook":
         out["codebook_one"] = max(ks.width * (1 << ks.bits) * pe.centroid_bits // 8
-                                  for ks in plan.ksteps)
+                                  for ks in shapes)
         if pe.kind != "lut":
             out["expanded_one"] = nw * wmax * pe.centroid_bits // 8
-    half = config.sram.bytes("outlier") // 2 // OUTLIER.itemsize
-    out["outlier"] = min(MAX_VOUT, half) * OUTLIER.itemsize
+    out["outlier"] = slot_bytes_outlier(config)
     return out
+
+
+def slot_bytes_outlier(config):
+    """Bytes of one outlier-list slot: half the buffer, at most one `vout`'s records."""
+    half = config.sram.bytes("outlier") // 2 // OUTLIER.itemsize
+    return min(MAX_VOUT, half) * OUTLIER.itemsize
 
 
 def buffer_pieces(plan, config, mr, nw):
@@ -158,60 +168,127 @@ def _block_sizes(total, step):
     return sizes
 
 
+def _dma(rows, row_bytes, buf, what, count=1):
+    """`count` DMAs of `rows` x `row_bytes` into (or, for `outputs`, out of) scratchpad `buf`,
+    counted in the estimate's DRAM category `what`."""
+    op = Opcode.STORE if what == "outputs" else Opcode.LOAD
+    return Insn(op, {"rows": rows, "row_bytes": row_bytes}), count, buf, what
+
+
+def _tile_insns(plan, config, rows, n):
+    """The instructions of one (rows x n) output tile, as `compiler.lower` emits them:
+    [(insn, how many, the scratchpad it writes or the DMA's, DRAM category or None)], one
+    entry per k-step shape."""
+    pe = config.pe
+    op, mode = MATMUL_OPCODE[pe.kind], _mode(plan)
+    out = [(Insn(Opcode.VSCALE, {"rows": rows, "n": n}), 1, "out", None),
+           _dma(rows, OUT.itemsize * n, "out", "outputs")]
+    for ks, count in plan.kshapes.items():
+        out += [_dma(rows, ks.width, "act", "activations", count),
+                _dma(*dma_shape(weight_image_bytes(plan, config, ks, n)), "weight", "weights",
+                     count),
+                _dma(1, PARAM.itemsize * (n if plan.kind == "uniform" else 1), "scale",
+                     "params", count)]
+        if pe.kind == "lut":
+            bits = ks.bits
+            compute = [(Insn(Opcode.TBL, {"rows": rows, "ngroups": ks.kgroups, "mode": mode,
+                                          "bits": ks.bits}), "table")]
+        elif plan.kind == "codebook":        # codes to centroids before the array
+            bits = pe.centroid_bits
+            compute = [(Insn(Opcode.CBX, {"n": n, "cols": ks.width}), "weight")]
+        else:                                # Σx for the zero-point correction
+            bits = ks.bits
+            compute = [(Insn(Opcode.VSUM, {"rows": rows, "cols": ks.width}), "table")]
+        if plan.kind == "codebook":
+            out.append(_dma(1, ks.width * (1 << ks.bits) * pe.centroid_bits // 8, "codebook",
+                            "codebooks", count))
+        compute += [(Insn(op, {"rows": rows, "n": n, "kgroups": ks.kgroups, "bits": bits,
+                               "mode": mode}), "acc"),
+                    (Insn(Opcode.VDEQ, {"rows": rows, "n": n}), "out")]
+        out += [(insn, count, buf, None) for insn, buf in compute]
+    return out
+
+
+def _price(config, insns, times, acc):
+    """Add `times` x what `insns` [(insn, count, buffer, DRAM category)] cost into `acc`: busy
+    cycles per unit (a DMA's transfer on the DRAM port), events (`timing.COUNTERS`), scratchpad
+    bytes per buffer and DRAM bytes per category, each by the closed form the cycle model
+    charges (`timing.unit_cycles`, `timing.events`, `timing.dram_transfer_cycles`)."""
+    units, events, sram, dram = acc
+    for insn, count, buf, what in insns:
+        k = times * count
+        unit = insn.unit.name.lower()
+        units[unit] = units.get(unit, 0) + k * timing.unit_cycles(config, insn)
+        for name, v in timing.events(config, insn).items():
+            if name == "sram_bytes":
+                sram[buf] = sram.get(buf, 0) + k * v
+            elif name == "dram_bytes":          # on the bus: whole bursts
+                units["dram"] = units.get("dram", 0) + k * timing.dram_transfer_cycles(config, v)
+            events[name] = events.get(name, 0) + k * v
+        if what is not None:                    # the bytes the program moves
+            dram[what] += k * insn.args["rows"] * insn.args["row_bytes"]
+
+
 def estimate(plan, config, m, tile):
-    """Per-unit cycles, DRAM bytes and instruction count of the loop nest for `tile`."""
-    pe, t = config.pe, config.timing
-    mr, nw = tile.mr, tile.nw
+    """Per-unit busy cycles, DRAM bytes per category (what the program moves) and on the bus
+    (`dram_bus_bytes`: each DMA row in whole bursts), scratchpad bytes per buffer, event counts
+    (`timing.COUNTERS`) and instruction count of the loop nest for `tile`; the slowest unit
+    bounds the run (`cycles`) because the decoupled queues overlap the others. The load and
+    store units' busy cycles (the DMA setup) are summed as `dispatch`."""
+    pe = config.pe
     # blocks come in at most two sizes (full and last): sum over sizes x multiplicity
-    row_blocks = _block_sizes(m, mr)
-    col_blocks = _block_sizes(plan.n, nw)
+    row_blocks = _block_sizes(m, tile.mr)
+    col_blocks = _block_sizes(plan.n, tile.nw)
     nmb, nnb = sum(row_blocks.values()), sum(col_blocks.values())
-    matmul = table = vector = 0
-    pe_work = entries = acc_bytes = 0
-    op = MATMUL_OPCODE[pe.kind]
-    mode = _mode(plan)
+    acc = units, events, sram, dram = ({"matmul": 0, "table": 0, "vector": 0, "dram": 0}, {},
+                                       {}, dict.fromkeys(DRAM_CATEGORIES, 0))
+    lists = outlier_lists(plan, config, tile.nw)
     for rows, rcount in row_blocks.items():
+        _price(config, [_dma(1, ROW_SCALE.itemsize * rows, "scale", "activations")], rcount,
+               acc)
         for n, ncount in col_blocks.items():
-            times = rcount * ncount
-            vdeq = Insn(Opcode.VDEQ, {"rows": rows, "n": n})
-            vscale = Insn(Opcode.VSCALE, {"rows": rows, "n": n})
-            for ks in plan.ksteps:
-                planes = timing.matmul_planes(config, op, mode, ks.bits)
-                matmul += times * timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
-                pe_work += times * timing.matmul_count(config, op, rows, n, ks.kgroups, planes)
-                acc_bytes += times * 4 * rows * n
-                if pe.kind == "lut":
-                    table += times * timing.unit_cycles(
-                        config, Insn(Opcode.TBL, {"rows": rows, "ngroups": ks.kgroups}))
-                    entries += times * rows * ks.kgroups * image.table_entries(config, mode,
-                                                                               ks.bits)
-                vector += times * timing.unit_cycles(config, vdeq)       # one vdeq a k-step
-            vector += times * timing.unit_cycles(config, vscale)         # one vscale a tile
-    weight_bytes = sum(count * _weight_bytes(plan, config, ks, n)
-                       for n, count in col_blocks.items() for ks in plan.ksteps) * nmb
-    x_bytes = m * plan.kp * nnb
-    param_bytes = (PARAM.itemsize * plan.n * len(plan.ksteps) if plan.kind == "uniform"
-                   else PARAM.itemsize * len(plan.ksteps) * nnb) * nmb
-    cb_bytes = 0
-    if plan.kind == "codebook":
-        cb_bytes = sum(ks.width * (1 << ks.bits) * pe.centroid_bits // 8
-                       for ks in plan.ksteps) * nmb * nnb
-    nnz = 0 if plan.ol_vals is None else len(plan.ol_vals)
-    ol_bytes = OUTLIER.itemsize * nnz * nmb
-    y_bytes = 4 * m * plan.n
-    dram = {"weights": weight_bytes, "activations": x_bytes + 4 * m, "params": param_bytes,
-            "codebooks": cb_bytes, "outliers": ol_bytes, "outputs": y_bytes}
-    dram_bytes = sum(dram.values())
-    dram_cycles = timing.dram_transfer_cycles(config, dram_bytes)
-    per_kstep = 5 + (1 if plan.kind == "codebook" else 0) + (1 if pe.kind == "lut" or
-                                                               plan.kind == "uniform" else 0)
-    insns = nmb * (1 + nnb * (2 + len(plan.ksteps) * per_kstep))
-    loads = nmb * (1 + nnb * len(plan.ksteps) * 3)
-    units = {"matmul": matmul, "table": table, "vector": vector, "dram": dram_cycles,
-             "dispatch": loads * t.dma_setup}
-    sram = {"act": x_bytes, "weight": weight_bytes, "table": entries * config.table_entry_bytes,
-            "acc": acc_bytes, "scale": param_bytes, "codebook": cb_bytes, "outlier": ol_bytes,
-            "out": y_bytes}                        # bytes written into each scratchpad
+            _price(config, _tile_insns(plan, config, rows, n), rcount * ncount, acc)
+        # the outlier lists (a load and a vout each), the same in every row block
+        for (n, first, count), nlists in lists.items():
+            _price(config, [
+                _dma(1, OUTLIER.itemsize * count, "outlier", "outliers", nlists),
+                (Insn(Opcode.VOUT, {"rows": rows, "n": n, "count": count, "first": first}),
+                 nlists, "out", None)], rcount, acc)
+    units["dispatch"] = units.pop("load", 0) + units.pop("store", 0)
+    # a k-step loads x, weights, scales (and centroids), runs one of tbl / vsum / cbx, the
+    # matmul and vdeq; a tile adds vscale and the store, a row block the load of its row
+    # scales; an outlier list is a load and a vout; the program ends with `finish`
+    cb_load = 1 if plan.kind == "codebook" else 0
+    insns = 1 + nmb * (1 + nnb * (2 + len(plan.ksteps) * (6 + cb_load))
+                       + 2 * sum(lists.values()))
+    work = timing.MATMUL_COUNTER[MATMUL_OPCODE[pe.kind]]
     return {"cycles": max(units.values()), "unit_cycles": units, "dram_bytes": dram,
-            "sram_bytes": sram, "instructions_est": insns, "table_entries": entries,
-            timing.MATMUL_COUNTER[op]: pe_work}
+            "dram_bus_bytes": events.get("dram_bytes", 0), "sram_bytes": sram,
+            "instructions_est": insns,
+            "table_entries": events.get("table_entries", 0),
+            "vector_ops": events.get("vector_ops", 0), work: events.get(work, 0)}
+
+
+def outlier_lists(plan, config, nw):
+    """The `vout` lists of one row block for n-blocks of `nw` outputs, as `compiler.lower`
+    splits them (a (n-block, k-step)'s records in lists of at most the outlier slot's
+    capacity; `first` marks an n-block's first list): {(outputs of the n-block, first,
+    records): how many such lists}."""
+    if plan.ol_vals is None or not len(plan.ol_vals):
+        return {}
+    cap = slot_bytes_outlier(config) // OUTLIER.itemsize
+    nks = len(plan.ksteps)
+    kstep_of = np.searchsorted([ks.offset for ks in plan.ksteps], plan.ol_cols,
+                               side="right") - 1
+    cells, counts = np.unique(plan.ol_rows // nw * nks + kstep_of, return_counts=True)
+    blocks = cells // nks
+    first = np.ones(len(cells), bool)
+    first[1:] = blocks[1:] != blocks[:-1]
+    out = {}
+    for block, is_first, records in zip(blocks.tolist(), first.tolist(), counts.tolist(),
+                                        strict=True):
+        n = min(nw, plan.n - block * nw)
+        for c0 in range(0, records, cap):
+            key = (n, int(is_first and c0 == 0), min(cap, records - c0))
+            out[key] = out.get(key, 0) + 1
+    return out

@@ -120,16 +120,35 @@ def fitted():
     return _fitted
 
 
+_fitted_fpga = None
+
+
+def fitted_fpga():
+    """{(target, resource): {kind: fit}} of the FPGA fits (`dse.synth.fit_fpga`) that meet
+    their gates on held-out arrays and match the current RTL."""
+    global _fitted_fpga
+    if _fitted_fpga is None:
+        from dse import synth
+        fits, _ = synth.fit_fpga()
+        _fitted_fpga = {k: {kind: f for kind, f in kinds.items() if f["calibrated"]}
+                        for k, kinds in fits.items()}
+    return _fitted_fpga
+
+
+def _lane_model(f, cfg):
+    c_acc, c_dp, c0 = f["coef"]
+    lanes = cfg.pe.rows * cfg.pe.cols
+    return lanes * (c_acc * cfg.pe.acc_bits + c_dp * datapath(cfg)) + c0
+
+
 def pe_transistors(cfg):
     """Transistors of the PE array: the fitted lane model where its kind is calibrated, else
     the anchors of docs/rtl.md with the assumed lane split."""
     pe = cfg.pe
-    lanes = pe.rows * pe.cols
     f = fitted().get(pe.kind)
     if f is not None:
-        c_acc, c_dp, c0 = f["coef"]
-        return lanes * (c_acc * pe.acc_bits + c_dp * datapath(cfg)) + c0
-    return lanes * getattr(ANCHORS, f"{pe.kind}_lane_tr") * lane_scale(cfg)
+        return _lane_model(f, cfg)
+    return pe.rows * pe.cols * getattr(ANCHORS, f"{pe.kind}_lane_tr") * lane_scale(cfg)
 
 
 def area(cfg):
@@ -139,7 +158,13 @@ def area(cfg):
     lanes = pe.rows * pe.cols
     scale = lane_scale(cfg)
     pe_tr = pe_transistors(cfg)
-    pe_luts = lanes * getattr(a, f"{pe.kind}_lane_luts") * scale
+    fpga = fitted_fpga()
+    f = fpga.get(("ecp5", "luts"), {}).get(pe.kind)
+    pe_luts = (_lane_model(f, cfg) if f is not None
+               else lanes * getattr(a, f"{pe.kind}_lane_luts") * scale)
+    f = fpga.get(("ecp5", "dsps"), {}).get(pe.kind)
+    dsps = (round(_lane_model(f, cfg)) if f is not None
+            else lanes if pe.kind == "mac" else 0)
     table_tr = table_luts = 0.0
     if pe.kind == "lut":
         tscale = pe.rows / 2 * cfg.table_entry_bits / 16
@@ -155,4 +180,4 @@ def area(cfg):
             "area_pe_mtr": pe_tr / 1e6, "area_table_unit_mtr": table_tr / 1e6,
             "area_sram_mtr": sram_tr / 1e6,
             "ecp5_luts": round(pe_luts + table_luts),
-            "ecp5_dsps": lanes if pe.kind == "mac" else 0, "ecp5_ebr": ebr}
+            "ecp5_dsps": dsps, "ecp5_ebr": ebr}

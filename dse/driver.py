@@ -7,7 +7,7 @@
    points, one point per task, the workloads taking turns; the front is recomputed with the
    SimPy figures where they exist, and the rung repeats until a round leaves the front as it was
    (or promotes nothing new): the front stopped changing. `max_rounds` or `max_sim_points` (the
-   total SimPy budget) end it earlier.
+   total SimPy budget; null: none) end it earlier.
 
 Invalid points are stored with their reason and never evaluated; points that break a
 constraint are evaluated but kept off the fronts. The driver is the store's only writer, so a
@@ -240,14 +240,15 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
                     break
                 before = now
                 simmed = store.done("sim") & set(by_key)
-                left = budget - len(simmed)
+                left = None if budget is None else budget - len(simmed)
                 todo = promotions(sweep, uniq, table, simmed)
                 if not todo:
                     converged = True
                     break
-                if left <= 0:
-                    break
-                todo = todo[:left]
+                if left is not None:
+                    if left <= 0:
+                        break
+                    todo = todo[:left]
                 rounds += 1
                 log(f"sim round {rounds}: {len(todo)} points")
                 sim_new += runner.run("sim", [(p.workload, [p]) for p in todo], by_key,

@@ -466,9 +466,10 @@ def tables(data):
                              ["workload", "kind", "point",
                               *(f"{ph} cycles ratio" for ph in sw.phases),
                               *(f"{ph} energy ratio" for ph in sw.phases)], _sim_rows(data),
-                             "The roofline rung's energy counts the vector unit's elements as "
-                             "its busy cycles x lanes and leaves out the codebook expansion "
-                             "(cbx) of the bit-serial and MAC arrays, which SimPy counts.")
+                             "The roofline rung prices every instruction the way SimPy does "
+                             "(each unit's busy cycles and events are exact); what it leaves "
+                             "out is the queues' fill, drain and imperfect overlap, so a "
+                             "ratio is at least 1.")
     gpu_rows, cal = _gpu_rows(data)
     out["gpu"] = Table("GPU row", ["workload", "gpu", *(f"{ph} tok/s" for ph in sw.phases)],
                        gpu_rows, "Tokens/s of the whole model: arch/gpus.yaml's default "
@@ -514,6 +515,25 @@ def tables(data):
         f"{a.bitserial_lane_tr:.0f}, MAC {a.mac_lane_tr:.0f} per lane) with an assumed split "
         f"({a.acc_bit_tr:g} per accumulator bit). The LUT table unit ({a.table_unit_tr:.0f} "
         "for 2 rows of 16-bit entries) and the scratchpads (tables) are not fitted.")
+    fpga, fpga_fresh = synth.fit_fpga()
+    fpga_rows = []
+    for (target, res), gate in synth.FPGA.items():
+        for kind in synth.DESIGN:
+            f = fpga.get((target, res), {}).get(kind)
+            if f is None:
+                fpga_rows.append([target, res, kind, "uncalibrated (no syntheses)", "", ""])
+                continue
+            status = "calibrated" if f["calibrated"] else (
+                "uncalibrated: RTL changed since the syntheses" if not fpga_fresh else
+                f"uncalibrated: held-out error over {gate:.0%}")
+            fpga_rows.append([target, res, kind, status, f["mape"], f["worst"]])
+    out["fpga_area"] = Table(
+        "Area model (PE arrays, FPGA resources)",
+        ["target", "resource", "kind", "status", "held-out MAPE", "worst"], fpga_rows,
+        "The same lane terms fitted per target to the same small arrays synthesized with "
+        "Yosys (synth_ecp5, synth_xilinx -family xc7; dse/data/synth_fpga.json); the gate is "
+        "5%, 15% for 7-series LUTs. An error where the synthesis has none of a resource (the "
+        "DSPs of a LUT array) is the predicted count itself.")
     out["parity"] = Table("Area model vs synthesis", ["kind", "array", "role", "synthesized",
                                                       "model", "error"], _parity_rows())
     return out
@@ -576,7 +596,7 @@ def render(sweep, store, out):
              "Per model (x blocks): `<phase>_tok_s`, `_j_per_tok`, `_bytes_per_tok`. Area in "
              "millions of transistor-equivalents (Mtr).")
     order = ["counts", "top", "winners", "front", "fronts", "sensitivity", "sim_ratio", "gpu",
-             "gpu_fit", "area", "parity", "invalid"]
+             "gpu_fit", "area", "fpga_area", "parity", "invalid"]
     said = answer(t["winners"].rows)
     md = [f"# DSE report: {sweep.name}", "", intro, "", "**Which PE kind wins** (best point "
           "of each kind per workload):", "", *(f"- {line}" for line in said), ""]

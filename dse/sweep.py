@@ -344,10 +344,12 @@ def _ladder(src, raw):
         elif k == "sim":
             if not isinstance(v, bool):
                 _fail(src, "ladder.sim", "true or false", v)
+        elif k == "max_sim_points" and v is None:
+            pass                                    # no cap: the ladder runs to convergence
         elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "max_sim_points"
                                                                    else 1):
             _fail(src, f"ladder.{k}", "a positive integer" if k != "max_sim_points"
-                  else "zero or a positive integer", v)
+                  else "null (no cap), zero or a positive integer", v)
         ladder[k] = v
     return ladder
 

@@ -27,7 +27,10 @@ __all__ = ["TableUnit", "codebook_bits", "table_geometry"]
 def codebook_bits(cfg):
     """Code widths the codebook mode supports: the config's weight widths that are codebook
     widths (`bitlut.formats.CODEBOOK_BITS`; 1-bit weights use uniform mode) and fit one index
-    (at most `pe.index_bits`)."""
+    (at most `pe.index_bits`); none on a uniform-only array (`pe.codebook: false`), whose
+    table entries (`cfg.table_entry_bits`) are too narrow for centroid sums."""
+    if not cfg.pe.codebook:
+        return ()
     return tuple(b for b in cfg.pe.weight_bits if b in CODEBOOK_BITS and b <= cfg.pe.index_bits)
 
 

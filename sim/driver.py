@@ -10,6 +10,8 @@ the sampled rows. `tests/test_driver.py` bounds the extrapolation error against 
 """
 
 import dataclasses
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -30,22 +32,50 @@ def phase_label(m):
     return "decode, M=1" if m == 1 else f"prefill/batch, M={m}"
 
 
+def _timing_key(config, program, **kw):
+    """What a timing-only run depends on: the program's words and the config less what the
+    cycle model does not read for timing (the energy table, the scratchpads' capacities, which
+    only bound the addresses, names)."""
+    d = dataclasses.asdict(config)
+    for k in ("energy", "name", "source"):
+        d.pop(k, None)
+    d["sram"] = {k: v for k, v in d["sram"].items() if not k.endswith("_kib")}
+    words = hashlib.sha256(b"".join(int(w).to_bytes(16, "little") for w in program.words))
+    return words.hexdigest(), json.dumps(d, sort_keys=True, default=str), tuple(sorted(kw.items()))
+
+
+def _simulate(config, program, memo, data, **kw):
+    """`sim.cycle.simulate`, through `memo` (a dict) for timing-only runs: a program run once on
+    a config runs the same on any config that times it alike. Returns (result, model or None)."""
+    if memo is None or data or kw.get("trace"):
+        return simulate(config, program, data=data, **kw)
+    key = _timing_key(config, program, **kw)
+    if key not in memo:
+        memo[key] = simulate(config, program, data=False, **kw)[0]
+    return memo[key], None
+
+
 def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
-                   unlimited_bandwidth=False):
+                   unlimited_bandwidth=False, sample_above=None, memo=None):
     """Simulate one layer at `m` tokens; return its report dict. `trace`: a `sim.trace.RunTrace`
-    that gets the simulated run."""
+    that gets the simulated run. A layer of more than `sample_above` instructions (default
+    `FULL_SIM_INSNS`) and more than two output tiles is simulated by sampling. `memo`: a dict
+    that keeps timing-only runs for reuse (`check=False`, no trace)."""
     plan = plan_layer(layer, config)
     tile = tiling_mod.choose(plan, config, m)
     est = tiling_mod.estimate(plan, config, m, tile)
     tiles = math.ceil(m / tile.mr) * math.ceil(layer.shape[0] / tile.nw)
-    sampled = not full and est["instructions_est"] > FULL_SIM_INSNS and tiles > 2
-    x = sample_activations(layer.shape[1], m, seed=seed)
+    limit = FULL_SIM_INSNS if sample_above is None else sample_above
+    sampled = not full and est["instructions_est"] > limit and tiles > 2
+    # a timing-only run (`check=False`) needs no activations: the cycle model runs without data
+    x = sample_activations(layer.shape[1], m, seed=seed) if check else None
     kw = dict(trace=trace is not None, unlimited_bandwidth=unlimited_bandwidth)
     check_layer = layer
     if not sampled:
         compiled_full = lower(layer, config, m, tile=tile, image=check, plan=plan)
-        write_inputs(compiled_full, x)
-        res, model = simulate(config, compiled_full.program, data=check, **kw)
+        if check:
+            write_inputs(compiled_full, x)
+        res, model = _simulate(config, compiled_full.program, memo, check, **kw)
         cycles, events, dram_bytes = res.cycles, res.events, res.dram_bytes
         units = res.as_dict(config)["units"]
         rows_checked = m
@@ -64,8 +94,9 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
         for count, (rows, nout) in enumerate(shapes, 1):
             sub = rows_of(layer, nout)
             c = lower(sub, config, rows, tile=tile, image=check and count == 2)
-            write_inputs(c, x[:rows])
-            r, mdl = simulate(config, c.program, data=check and count == 2, **kw)
+            if check:
+                write_inputs(c, x[:rows])
+            r, mdl = _simulate(config, c.program, memo, check and count == 2, **kw)
             runs.append((sub, c, r, mdl))
         (_, _, r1, _), (check_layer, compiled_full, res, model) = runs
         total_tiles = (m / rows1) * (layer.shape[0] / tile.nw)      # fractional edges

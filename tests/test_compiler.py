@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from arch import config, isa
+from arch import config, isa, timing
 from arch.program import Program
 from compiler.lower import lower, write_inputs
 from compiler.plan import LoweringError
@@ -327,3 +327,26 @@ def test_fast_path_only_for_tables_tbl_built(mode, tamper):
     (fast_acc, fast_count, _, _), (slow_acc, _, _, _) = results
     assert fast_count == (0 if tamper else 1)   # a changed table is not taken for tbl's
     assert np.array_equal(fast_acc, slow_acc)
+
+
+def test_a_uniform_only_array_runs_uniform_layers_with_narrower_tables():
+    cfg = CONFIGS["lut"]                                    # int16 centroids: int32 tables
+    uniform = cfg.replace(pe=dataclasses.replace(cfg.pe, codebook=False))
+    assert (cfg.table_entry_bytes, uniform.table_entry_bytes) == (4, 2)
+    rng = np.random.default_rng(12)
+    layer = uniform_layer(rng, 70, 100, 2, group_size=32)
+    x = rng.standard_normal((7, 100)).astype(np.float32)
+    outs = []
+    for c in (cfg, uniform):
+        compiled = lower(layer, c, 7, tile=Tiling(7, 64))
+        xq, sx = write_inputs(compiled, x)
+        y, stats = execute(compiled, c)
+        assert np.array_equal(y, golden_kernels(layer, compiled, c, xq, sx))
+        tbl = next(i for i in compiled.program.insns() if i.op is isa.Opcode.TBL)
+        outs.append((y, stats.table_entries, timing.events(c, tbl)["sram_bytes"]))
+    (y_both, entries, both_bytes), (y_uni, entries_uni, uni_bytes) = outs
+    assert np.array_equal(y_both, y_uni) and entries == entries_uni
+    assert uni_bytes * 2 == both_bytes                       # half the table traffic
+    with pytest.raises(LoweringError, match=r"layer `.*`: a codebook layer needs an array "
+                       r"that serves codebooks \(`pe\.codebook: true`\)"):
+        lower(codebook_layer(rng, 40, 128, (2,)), uniform, 1)

@@ -202,3 +202,36 @@ def test_cli_unwritable_output_is_one_line(cli, tmp_path):
     r = cli("isa-doc", "-o", blocker / "sub" / "isa.md")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.splitlines()) == 1 and "file" in r.stderr
+
+
+def test_table_entry_width_follows_the_formats_the_array_serves():
+    cfg = config.load("lut")
+    assert cfg.pe.table_entry_bits == 0                     # derived: today's 24 bits
+    assert cfg.table_entry_bits == cfg.table_entry_bits_needed == 24
+    # uniform weights only: the largest |sum| of g = 4 int8 activations, 4 * 127 = 508 ->
+    # 9 bits + sign, stored as int16 (half the int32 tables of int16 codebooks)
+    uniform = cfg.replace(pe=dataclasses.replace(cfg.pe, codebook=False))
+    assert (uniform.table_entry_bits, uniform.table_entry_bytes) == (10, 2)
+    g5 = cfg.replace(pe=dataclasses.replace(cfg.pe, codebook=False, group=5, index_bits=5))
+    assert g5.table_entry_bits == 11                        # 5 * 127 = 635 -> 10 bits + sign
+    wide = cfg.replace(pe=dataclasses.replace(cfg.pe, table_entry_bits=28))
+    assert (wide.table_entry_bits, wide.table_entry_bytes) == (28, 4)
+    narrow = cfg.replace(pe=dataclasses.replace(uniform.pe, table_entry_bits=12))
+    assert (narrow.table_entry_bits, narrow.table_entry_bytes) == (12, 2)
+
+
+@pytest.mark.parametrize("value,codebook,rule", [
+    (16, True, r"between 24 \(what uniform weights and int16 codebooks need at pe\.group 4\) "
+               r"and 32"),
+    (9, False, r"between 10 \(what uniform weights need at pe\.group 4\) and 32"),
+    (33, True, r"between 24 .* and 32"),
+])
+def test_too_narrow_table_entries_are_one_line_naming_the_field(tmp_path, value, codebook,
+                                                                 rule):
+    raw = yaml.safe_load((config.CONFIG_DIR / "lut.yaml").read_text())
+    raw["pe"].update(table_entry_bits=value, codebook=codebook)
+    path = tmp_path / "narrow.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"narrow\.yaml: `pe\.table_entry_bits` must be 0 "
+                       rf"\(derived\) or {rule}, not {value}$"):
+        config.load(path)

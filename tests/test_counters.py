@@ -39,9 +39,12 @@ def test_executor_model_and_estimate_count_alike(pe, fmt):
     assert c.report[work] == getattr(stats, work)
     res, _ = simulate(cfg, c.program, data=False)
     assert res.events == events
-    # energy prices each counter by its own field of the energy table
+    # energy prices each counter by its own field of the energy table; a table entry's is
+    # given for a 16-bit entry and scales with the config's entry width
     e = cfg.energy
-    expect = sum(getattr(e, timing.ENERGY_FIELD[k]) * v for k, v in events.items())
+    width = {"table_entries": cfg.table_entry_bits / 16}
+    expect = sum(getattr(e, timing.ENERGY_FIELD[k]) * width.get(k, 1) * v
+                 for k, v in events.items())
     assert res.energy_pj(cfg) == pytest.approx(
         expect + e.static_mw * 1e-3 * res.cycles * cfg.cycle_ns * 1e3)
 

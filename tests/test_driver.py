@@ -55,3 +55,25 @@ def test_cli_bad_gemm_spec(cli):
     assert r.returncode == 2
     assert r.stderr.strip() == "bitlut sim: error: argument --gemm: must be 3 comma-separated " \
                                "integers, not '3,256' (see bitlut sim --help)"
+
+
+def test_a_timing_memo_reuses_only_runs_that_time_alike():
+    import dataclasses
+    layer = uniform_layer(np.random.default_rng(4), 256, 512, 2, group_size=128, outliers=5)
+    memo = {}
+    first = driver.simulate_layer(layer, LUT, 8, check=False, memo=memo)
+    runs = len(memo)
+    assert runs >= 1
+    # twice the weight buffer, the same tiling: the same program on hardware that times it
+    # alike, so no new run, and the figures a fresh run gives
+    big = LUT.replace(sram=dataclasses.replace(LUT.sram, weight_kib=2 * LUT.sram.weight_kib))
+    again = driver.simulate_layer(layer, big, 8, check=False, memo=memo)
+    fresh = driver.simulate_layer(layer, big, 8, check=False)
+    assert again["tiling"] == first["tiling"] and len(memo) == runs
+    assert (again["cycles"], again["events"]) == (fresh["cycles"], fresh["events"])
+    # twice the DRAM bandwidth times the same program differently: a run of its own
+    fast = LUT.replace(dram=dataclasses.replace(LUT.dram, gbps=2 * LUT.dram.gbps))
+    quick = driver.simulate_layer(layer, fast, 8, check=False, memo=memo)
+    assert len(memo) > runs
+    assert quick["cycles"] == driver.simulate_layer(layer, fast, 8, check=False)["cycles"]
+    assert quick["cycles"] < first["cycles"]

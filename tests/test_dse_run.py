@@ -143,6 +143,20 @@ def test_the_ladder_simulates_the_near_front_until_nothing_new(tmp_path, tiny):
     assert len(simmed) < len(pts)                 # and not everything did
 
 
+def test_an_uncapped_ladder_runs_until_nothing_is_left_to_promote(tmp_path, tiny):
+    s = sweep.load(sweep_file(tmp_path, tiny, sim="null"))
+    assert s.ladder["max_sim_points"] is None
+    with Store(tmp_path / "store.sqlite") as st:
+        summary = driver.run(s, st, executor="serial", fn=fake.evaluate)
+        pts = driver.unique_points(s.points(evaluate.model_version()))
+        table = driver.merged(st, pts)
+        simmed = st.done("sim")
+    assert summary["converged"]
+    # the front, its 10% band and the front's grid neighbours, all recomputed with the SimPy
+    # figures, are simulated: nothing is left to promote
+    assert simmed and driver.promotions(s, pts, table, simmed) == []
+
+
 def test_the_sim_budget_caps_the_ladder(tmp_path, tiny):
     s = sweep.load(sweep_file(tmp_path, tiny, sim=3))
     with Store(tmp_path / "store.sqlite") as st:

@@ -163,6 +163,35 @@ def test_wider_table_entries_cost_more_lane_area():
     assert area.lane_scale(narrow) == pytest.approx(1.0)
 
 
+def test_a_uniform_only_array_prices_its_narrower_table_entries():
+    from arch import timing
+    both, uniform = _config(centroid_bits=16), _config(centroid_bits=16, codebook=False)
+    assert (both.table_entry_bits, uniform.table_entry_bits) == (24, 10)
+    a, b = area.area(both), area.area(uniform)
+    # the table unit's anchor (16-bit entries) scales with the entry width
+    assert a["area_table_unit_mtr"] == pytest.approx(0.106872 * 24 / 16)
+    assert b["area_table_unit_mtr"] == pytest.approx(0.106872 * 10 / 16)
+    assert b["area_pe_mtr"] < a["area_pe_mtr"]               # narrower table multiplexers
+    # one table entry built: the energy table's 16-bit add, scaled to the entry width
+    pj = both.energy.table_entry_pj
+    assert timing.event_pj(both, "table_entries") == pytest.approx(pj * 24 / 16)
+    assert timing.event_pj(uniform, "table_entries") == pytest.approx(pj * 10 / 16)
+
+
+def test_table_entry_width_and_formats_are_sweep_axes(tmp_path, tiny):
+    text = BASE.format(q=tiny[0]).replace(
+        "  pe.cols: [32, 64, 128]\n",
+        "  pe.cols: [32]\n  pe.codebook: [true, false]\n  pe.table_entry_bits: [0, 12]\n")
+    pts = [p for p in sweep.load(write(tmp_path, text)).points("v1")
+           if p.values["pe.kind"] == "lut" and p.values["dram.gbps"] == 25.6]
+    got = {(p.values["pe.codebook"], p.values["pe.table_entry_bits"]):
+           p.invalid or p.config.table_entry_bits for p in pts}
+    assert got == {(True, 0): 24, (False, 0): 10, (False, 12): 12,
+                   (True, 12): "`pe.table_entry_bits` must be 0 (derived) or between 24 "
+                               "(what uniform weights and int16 codebooks need at pe.group 4) "
+                               "and 32, not 12"}
+
+
 def test_sram_energy_per_byte_follows_horowitz_capacity_curve():
     from arch import config
     cfg = config.load("lut")

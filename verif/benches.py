@@ -155,14 +155,16 @@ BENCHES = {
         _table_scenarios, _table_shipped, (24, 400),
         {"g4_sym": {}, "g4_full": {"symmetric": False}, "g2_sym": {"group": 2},
          "g3_sym": {"group": 3}, "g5_sym_ib5": {"group": 5, "index_bits": 5},
-         "w1_only": {"weight_bits": (1,)}},
+         "w1_only": {"weight_bits": (1,)},
+         "uniform_only": {"codebook": False, "centroid_bits": 16}},
         _every_beat),
     "lut_pe": Bench(
         _lut_scenarios, _lut_shipped, (10, 200),
         {"g4_sym": {}, "g4_full": {"symmetric": False}, "g2_sym": {"group": 2},
          "g3_full": {"group": 3, "symmetric": False},
          "g5_sym_ib5": {"group": 5, "index_bits": 5}, "acc16": {"acc_bits": 16},
-         "w1_only": {"weight_bits": (1,)}},
+         "w1_only": {"weight_bits": (1,)},
+         "uniform_only": {"codebook": False, "centroid_bits": 16}},
         _every_beat),
     "bitserial_pe": Bench(
         _bitserial_scenarios, _bitserial_shipped, (10, 200),
