@@ -3,7 +3,10 @@
 These are the transformations that decide what the memory image holds, so every layer reads them
 from here rather than from the golden model (`sim.golden`, which computes with them):
 
-- activations: symmetric int8 per token row with one fp32 scale (`quantize_activations`);
+- activations: symmetric int8 per token row with one fp32 scale (`quantize_activations`), or one
+  per token row and column group (`quantize_activations_grouped`, `pe.act_quant: token_group`),
+  after an optional SmoothQuant migration (`smooth_scales`, `smooth_activations`;
+  `pe.act_quant: smooth`);
 - uniform weights on the LUT array: the offline index inversion of the half table
   (`invert_index`, `restore_index`; LUT Tensor Core §3.1.2 Eq. 6);
 - CLAQ codebook weights: the column permutation by bit width and the blocks of columns
@@ -87,17 +90,93 @@ def quantize_activations(x):
     Returns `(xq int8 [M, K], sx float32 [M])`.
     Raises `ValueError` for a non-2-D or non-finite `x`.
     """
+    x = _finite_2d(x)
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    sx = _scale_of(amax)
+    return _round_int8(x, sx[:, None]), sx
+
+
+def _finite_2d(x):
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"`x` must be 2-D [M, K], not shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError("`x` must be finite, not containing inf or nan")
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    return x
+
+
+def _scale_of(amax):
+    """`amax / 127` in float32; 1.0 where `amax` is 0 (so that row's codes are 0)."""
     sx = amax / np.float32(XQ_MAX)
-    sx = np.where(amax == 0, np.float32(1.0), sx).astype(np.float32)
+    return np.where(amax == 0, np.float32(1.0), sx).astype(np.float32)
+
+
+def _round_int8(x, sx):
     # float32 rounding of sx can put max|x|/sx a hair above 127; the clip maps it back to 127.
-    xq = np.clip(np.rint(x / sx[:, None]), -XQ_MAX, XQ_MAX).astype(np.int8)
+    return np.clip(np.rint(x / sx), -XQ_MAX, XQ_MAX).astype(np.int8)
+
+
+def quantize_activations_grouped(x, groups):
+    """Symmetric int8 with one scale per token row and column group (`pe.act_quant:
+    token_group`; T-MAC §3.3 quantizes its tables per group the same way).
+
+    `x [M, K]` float; `groups` a sequence of J integer arrays of original columns that partition
+    range(K) (the compiler's k-steps: scale groups of uniform weights, CLAQ blocks of codebook
+    weights). Group j's scale and codes follow `quantize_activations` on `x[:, groups[j]]`.
+    Returns `(xq int8 [M, K], sx float32 [M, J])`. Raises `ValueError` for a non-partition.
+    """
+    x = _finite_2d(x)
+    m, k = x.shape
+    seen = np.zeros(k, np.int64)
+    xq = np.zeros((m, k), np.int8)
+    sx = np.ones((m, len(groups)), np.float32)
+    for j, cols in enumerate(groups):
+        cols = np.asarray(cols, np.int64)
+        if cols.size == 0:
+            raise ValueError(f"`groups[{j}]` must hold at least one column, not none")
+        seen[cols] += 1
+        xq[:, cols], sx[:, j] = quantize_activations(x[:, cols])
+    if k and not (seen == 1).all():
+        raise ValueError("`groups` must cover every column exactly once, not "
+                         f"column {int(np.argmax(seen != 1))} {int(seen[seen != 1][0])} times")
     return xq, sx
+
+
+# -- SmoothQuant migration -------------------------------------------------------------------------
+
+SMOOTH_ALPHA = 0.5      # SmoothQuant (Xiao et al., ICML'23) §4: the migration strength for LLaMA
+
+
+def smooth_scales(act_amax, w_amax, alpha=SMOOTH_ALPHA):
+    """SmoothQuant's per-input-column migration scales (Xiao et al. 2023, Eq. 4):
+    `s[k] = act_amax[k]^alpha / w_amax[k]^(1 - alpha)`, float32 `[K]`.
+
+    `act_amax [K]` the largest |x| of column k over the calibration activations, `w_amax [K]`
+    the largest |W[:, k]|. A column with a zero statistic keeps s = 1. The host divides X by s
+    (`smooth_activations`); the quantizer multiplies W's columns by s before quantizing, so
+    `(X / s)·(W·s)ᵀ = X·Wᵀ` before rounding.
+    """
+    a = np.asarray(act_amax, np.float64)
+    w = np.asarray(w_amax, np.float64)
+    if a.shape != w.shape or a.ndim != 1:
+        raise ValueError(f"`act_amax` and `w_amax` must be [K] alike, not {a.shape}, {w.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1], not {alpha!r}")
+    ok = (a > 0) & (w > 0) & np.isfinite(a) & np.isfinite(w)
+    s = np.ones_like(a)
+    s[ok] = a[ok] ** alpha / w[ok] ** (1.0 - alpha)
+    return s.astype(np.float32)
+
+
+def smooth_activations(x, smooth):
+    """The host's write under `pe.act_quant: smooth`: `float32(x) / float32(smooth)` per column,
+    each division rounded to nearest in float32. `smooth [K]` positive."""
+    x = _finite_2d(x)
+    s = np.asarray(smooth, np.float32)
+    if s.shape != (x.shape[1],) or not (np.isfinite(s) & (s > 0)).all():
+        raise ValueError(f"`smooth` must be [K={x.shape[1]}] finite and positive, not "
+                         f"shape {s.shape}")
+    return x / s[None, :]
 
 
 # -- the LUT index inversion ----------------------------------------------------------------------

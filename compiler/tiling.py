@@ -9,8 +9,10 @@ fewest instructions.
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from arch import image, timing
-from arch.image import OUTLIER, PARAM
+from arch.image import OUTLIER, PARAM, ROW_SCALE
 from arch.isa import MATMUL_OPCODE, Insn, Mode, Opcode, field_max
 from compiler.plan import LoweringError, weight_image_bytes
 
@@ -73,7 +75,27 @@ def slot_bytes(plan, config, mr, nw):
             out["expanded_one"] = nw * wmax * pe.centroid_bits // 8
     half = config.sram.bytes("outlier") // 2 // OUTLIER.itemsize
     out["outlier"] = min(MAX_VOUT, half) * OUTLIER.itemsize
+    # the scale records of one k-step; under token_group its row scales follow them
+    out["param"] = (image.param_bytes(plan.kind == "codebook", nw)
+                    + (ROW_SCALE.itemsize * mr if _grouped(config) else 0))
     return out
+
+
+def _grouped(config):
+    return config.pe.act_quant == "token_group"
+
+
+def _folded_corrections(plan, nw):
+    """{n-block width: (n-block, k-step) pairs holding outliers}: under token_group each such
+    pair's correction is folded into its tile by two `vscale`."""
+    if plan.ol_vals is None or not len(plan.ol_vals):
+        return {}
+    offsets = np.array([ks.offset for ks in plan.ksteps])
+    kstep = np.searchsorted(offsets, plan.ol_cols, side="right") - 1
+    pairs = np.unique(plan.ol_rows // nw * len(plan.ksteps) + kstep)
+    widths = np.minimum(nw, plan.n - pairs // len(plan.ksteps) * nw)
+    sizes, counts = np.unique(widths, return_counts=True)
+    return {int(s): int(c) for s, c in zip(sizes, counts)}
 
 
 def buffer_pieces(plan, config, mr, nw):
@@ -88,7 +110,7 @@ def buffer_pieces(plan, config, mr, nw):
         "weight": [need["weight_one"]] + ([need["expanded_one"]] if "expanded_one" in need
                                           else []),
         "codebook": [need["codebook_one"]] if plan.kind == "codebook" else [],
-        "scale": [PARAM.itemsize * (nw if plan.kind == "uniform" else 1), 4 * mr],
+        "scale": [need["param"], ROW_SCALE.itemsize * mr],
         "acc": [need["acc"]],
         "out": [need["out"], need["out"]],
         "outlier": [need["outlier"]] if has_outliers else [],
@@ -170,11 +192,17 @@ def estimate(plan, config, m, tile):
     pe_work = entries = acc_bytes = 0
     op = MATMUL_OPCODE[pe.kind]
     mode = _mode(plan)
+    grouped = _grouped(config)
+    folds = _folded_corrections(plan, nw) if grouped else {}
     for rows, rcount in row_blocks.items():
         for n, ncount in col_blocks.items():
             times = rcount * ncount
             vdeq = Insn(Opcode.VDEQ, {"rows": rows, "n": n})
             vscale = Insn(Opcode.VSCALE, {"rows": rows, "n": n})
+            # token_group: two vscale per (n-block, k-step) with outliers, none per tile
+            vector += rcount * 2 * folds.get(n, 0) * timing.unit_cycles(config, vscale)
+            if grouped:
+                vector -= times * timing.unit_cycles(config, vscale)
             for ks in plan.ksteps:
                 planes = timing.matmul_planes(config, op, mode, ks.bits)
                 matmul += times * timing.matmul_cycles(config, op, rows, n, ks.kgroups, planes)
@@ -199,7 +227,11 @@ def estimate(plan, config, m, tile):
     nnz = 0 if plan.ol_vals is None else len(plan.ol_vals)
     ol_bytes = OUTLIER.itemsize * nnz * nmb
     y_bytes = 4 * m * plan.n
-    dram = {"weights": weight_bytes, "activations": x_bytes + 4 * m, "params": param_bytes,
+    sx_bytes = ROW_SCALE.itemsize * m
+    if grouped:     # every tile reloads each k-step's row scales; outliers add the unit scales
+        sx_bytes *= len(plan.ksteps) * nnb
+        sx_bytes += ROW_SCALE.itemsize * mr if folds else 0
+    dram = {"weights": weight_bytes, "activations": x_bytes + sx_bytes, "params": param_bytes,
             "codebooks": cb_bytes, "outliers": ol_bytes, "outputs": y_bytes}
     dram_bytes = sum(dram.values())
     dram_cycles = timing.dram_transfer_cycles(config, dram_bytes)
@@ -207,6 +239,10 @@ def estimate(plan, config, m, tile):
                                                                plan.kind == "uniform" else 0)
     insns = nmb * (1 + nnb * (2 + len(plan.ksteps) * per_kstep))
     loads = nmb * (1 + nnb * len(plan.ksteps) * 3)
+    if grouped:     # a row-scale load per k-step instead of one per row block; fewer vscale
+        extra = nnb * len(plan.ksteps) - 1
+        insns += nmb * (extra - nnb + 2 * sum(folds.values()))
+        loads += nmb * extra + (1 if folds else 0)
     units = {"matmul": matmul, "table": table, "vector": vector, "dram": dram_cycles,
              "dispatch": loads * t.dma_setup}
     sram = {"act": x_bytes, "weight": weight_bytes, "table": entries * config.table_entry_bytes,

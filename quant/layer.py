@@ -38,6 +38,8 @@ class QLayer:
         group_size: input columns per scale/zero group ("uniform"; K means per-row), 0 for codebook.
         outlier_rows, outlier_cols: [nnz] int64, sorted by (col, row), no duplicates.
         outlier_vals: [nnz] float16, the correction S at those positions.
+        smooth: [K] float32 or None: SmoothQuant migration scales folded into these weights
+            (W = W_orig · diag(smooth)); the host divides X by them (`pe.act_quant: smooth`).
     """
 
     name: str
@@ -52,6 +54,7 @@ class QLayer:
     outlier_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     outlier_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     outlier_vals: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float16))
+    smooth: np.ndarray | None = None
 
     @property
     def shape(self):
