@@ -5,8 +5,8 @@ from here rather than from the golden model (`sim.golden`, which computes with t
 
 - activations: symmetric int8 per token row with one fp32 scale (`quantize_activations`), or one
   per token row and column group (`quantize_activations_grouped`, `pe.act_quant: token_group`),
-  after an optional SmoothQuant migration (`smooth_scales`, `smooth_activations`;
-  `pe.act_quant: smooth`);
+  after an optional SmoothQuant migration (`smooth_activations`, the host's division by the
+  scales that `quant.smooth` chose; `pe.act_quant: smooth`);
 - uniform weights on the LUT array: the offline index inversion of the half table
   (`invert_index`, `restore_index`; LUT Tensor Core §3.1.2 Eq. 6);
 - CLAQ codebook weights: the column permutation by bit width and the blocks of columns
@@ -142,31 +142,7 @@ def quantize_activations_grouped(x, groups):
     return xq, sx
 
 
-# -- SmoothQuant migration -------------------------------------------------------------------------
-
-SMOOTH_ALPHA = 0.5      # SmoothQuant (Xiao et al., ICML'23) §4: the migration strength for LLaMA
-
-
-def smooth_scales(act_amax, w_amax, alpha=SMOOTH_ALPHA):
-    """SmoothQuant's per-input-column migration scales (Xiao et al. 2023, Eq. 4):
-    `s[k] = act_amax[k]^alpha / w_amax[k]^(1 - alpha)`, float32 `[K]`.
-
-    `act_amax [K]` the largest |x| of column k over the calibration activations, `w_amax [K]`
-    the largest |W[:, k]|. A column with a zero statistic keeps s = 1. The host divides X by s
-    (`smooth_activations`); the quantizer multiplies W's columns by s before quantizing, so
-    `(X / s)·(W·s)ᵀ = X·Wᵀ` before rounding.
-    """
-    a = np.asarray(act_amax, np.float64)
-    w = np.asarray(w_amax, np.float64)
-    if a.shape != w.shape or a.ndim != 1:
-        raise ValueError(f"`act_amax` and `w_amax` must be [K] alike, not {a.shape}, {w.shape}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1], not {alpha!r}")
-    ok = (a > 0) & (w > 0) & np.isfinite(a) & np.isfinite(w)
-    s = np.ones_like(a)
-    s[ok] = a[ok] ** alpha / w[ok] ** (1.0 - alpha)
-    return s.astype(np.float32)
-
+# -- SmoothQuant migration (the scales themselves are the quantizer's: `quant.smooth`) -------------
 
 def smooth_activations(x, smooth):
     """The host's write under `pe.act_quant: smooth`: `float32(x) / float32(smooth)` per column,

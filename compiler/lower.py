@@ -513,19 +513,23 @@ class _Emitter:
 
 
 # -- running a compiled layer on activations ------------------------------------------------------
+def host_activations(plan, act_quant, x):
+    """The host's quantization of float activations `x [M, K]` for `plan` under `act_quant`:
+    (xq [M, K], sx), sx [M] (token; smooth, after dividing X by `plan.smooth`) or
+    [M, k-steps] (token_group: one scale per row and k-step)."""
+    if act_quant == "token_group":
+        return quantize_activations_grouped(x, [ks.cols for ks in plan.ksteps])
+    if act_quant == "smooth":
+        x = smooth_activations(x, plan.smooth)
+    return quantize_activations(x)
+
+
 def write_inputs(compiled, x):
-    """Quantize float activations `x [M, K]` (the host's job) as the config's `pe.act_quant`
-    says and write them, lowered, into the program's image. Returns (xq [M, K], sx): sx is
-    [M] (token, smooth) or [M, k-steps] (token_group)."""
-    plan = compiled.plan
-    act = compiled.program.meta.get("act_quant", "token")
-    if act == "token_group":
-        xq, sx = quantize_activations_grouped(x, [ks.cols for ks in plan.ksteps])
-        compiled.program.write("sx", np.ascontiguousarray(sx.T))
-    else:
-        if act == "smooth":
-            x = smooth_activations(x, plan.smooth)
-        xq, sx = quantize_activations(x)
-        compiled.program.write("sx", sx)
-    compiled.program.write("x", plan.lower_activations(xq))
+    """Quantize float activations `x [M, K]` (the host's job, `host_activations`) as the
+    config's `pe.act_quant` says and write them, lowered, into the program's image. Returns
+    (xq, sx)."""
+    xq, sx = host_activations(compiled.plan, compiled.program.meta.get("act_quant", "token"), x)
+    # token_group's scales are k-step-major in DRAM (one DMA row per k-step and row block)
+    compiled.program.write("sx", np.ascontiguousarray(sx.T) if sx.ndim == 2 else sx)
+    compiled.program.write("x", compiled.plan.lower_activations(xq))
     return xq, sx

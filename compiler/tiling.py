@@ -95,7 +95,7 @@ def _folded_corrections(plan, nw):
     pairs = np.unique(plan.ol_rows // nw * len(plan.ksteps) + kstep)
     widths = np.minimum(nw, plan.n - pairs // len(plan.ksteps) * nw)
     sizes, counts = np.unique(widths, return_counts=True)
-    return {int(s): int(c) for s, c in zip(sizes, counts)}
+    return {int(s): int(c) for s, c in zip(sizes, counts, strict=True)}
 
 
 def buffer_pieces(plan, config, mr, nw):
@@ -197,7 +197,7 @@ def estimate(plan, config, m, tile):
     for rows, rcount in row_blocks.items():
         for n, ncount in col_blocks.items():
             times = rcount * ncount
-            vdeq = Insn(Opcode.VDEQ, {"rows": rows, "n": n})
+            vdeq = Insn(Opcode.VDEQ, {"rows": rows, "n": n, "rowscale": int(grouped)})
             vscale = Insn(Opcode.VSCALE, {"rows": rows, "n": n})
             # token_group: two vscale per (n-block, k-step) with outliers, none per tile
             vector += rcount * 2 * folds.get(n, 0) * timing.unit_cycles(config, vscale)
@@ -228,8 +228,11 @@ def estimate(plan, config, m, tile):
     ol_bytes = OUTLIER.itemsize * nnz * nmb
     y_bytes = 4 * m * plan.n
     sx_bytes = ROW_SCALE.itemsize * m
-    if grouped:     # every tile reloads each k-step's row scales; outliers add the unit scales
-        sx_bytes *= len(plan.ksteps) * nnb
+    if grouped:     # every tile reloads each k-step's row scales, a short DMA of whole bursts;
+        #             outliers add the unit scales
+        sx_bytes = sum(count * nnb * len(plan.ksteps)
+                       * timing.dram_bytes(config, 1, ROW_SCALE.itemsize * rows)
+                       for rows, count in row_blocks.items())
         sx_bytes += ROW_SCALE.itemsize * mr if folds else 0
     dram = {"weights": weight_bytes, "activations": x_bytes + sx_bytes, "params": param_bytes,
             "codebooks": cb_bytes, "outliers": ol_bytes, "outputs": y_bytes}
@@ -241,7 +244,7 @@ def estimate(plan, config, m, tile):
     loads = nmb * (1 + nnb * len(plan.ksteps) * 3)
     if grouped:     # a row-scale load per k-step instead of one per row block; fewer vscale
         extra = nnb * len(plan.ksteps) - 1
-        insns += nmb * (extra - nnb + 2 * sum(folds.values()))
+        insns += nmb * (extra - nnb + 2 * sum(folds.values())) + (1 if folds else 0)
         loads += nmb * extra + (1 if folds else 0)
     units = {"matmul": matmul, "table": table, "vector": vector, "dram": dram_cycles,
              "dispatch": loads * t.dma_setup}

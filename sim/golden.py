@@ -50,7 +50,6 @@ from arch.numerics import (  # noqa: F401  (re-exported: the golden model's own 
     quantize_codebooks,
     restore_index,
     smooth_activations,
-    smooth_scales,
 )
 
 # --------------------------------------------------------------------------------------------------

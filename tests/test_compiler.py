@@ -12,7 +12,7 @@ from arch.program import Program
 from compiler.lower import lower, write_inputs
 from compiler.plan import LoweringError
 from compiler.tiling import Tiling
-from quant import reference
+from quant import reference, smooth
 from quant.random_layer import codebook_layer, uniform_layer
 from sim import golden
 from sim.executor import ExecError, Executor
@@ -101,7 +101,7 @@ def test_program_matches_golden_and_reference(pe, fmt, shape, bits, outliers, m,
     x = rng.standard_normal((m, k)).astype(np.float32)
     x[:, rng.integers(0, k)] *= 20                     # an outlier activation channel
     if act == "smooth":     # migration scales as SmoothQuant would pick them for this x
-        layer = dataclasses.replace(layer, smooth=golden.smooth_scales(
+        layer = dataclasses.replace(layer, smooth=smooth.smooth_scales(
             np.abs(x).max(axis=0), np.ones(k)))
     compiled = lower(layer, cfg, m)
     xq, sx = write_inputs(compiled, x)
