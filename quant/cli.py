@@ -149,7 +149,7 @@ def _check_device(device):
                         "(no CUDA)")
 
 
-PARTS = (("codes", ("codes",)), ("tables", ("codebooks", "scales", "zeros")),
+PARTS = (("codes", ("codes",)), ("tables", ("codebooks", "scales", "zeros", "smooth")),
          ("bit map", ("bitmap",)), ("outliers", ("outliers",)))
 
 
@@ -191,7 +191,8 @@ def format_inspect(path, qm):
                  f"({qm.bits_per_weight(False):.4f} without outliers), "
                  f"{8 * size / weights:.4f} bits/weight on disk")
     lines.append("parts: codes = the packed codes; tables = 16-bit codebooks (CLAQ: 2^b entries "
-                 "per column, shared by the N rows) or fp16 scales + u8 zeros (uniform); bit map "
+                 "per column, shared by the N rows) or fp16 scales + u8 zeros (uniform), plus fp32 "
+                 "SmoothQuant scales per column (--smooth); bit map "
                  "= one u8 width per column; outliers = fp16 values, 16-bit rows, int32 column "
                  "pointers")
     return "\n".join(lines)

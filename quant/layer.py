@@ -75,13 +75,16 @@ class QLayer:
             out["zeros"] = 8 * self.zeros.size
         if self.n_outliers:
             out["outliers"] = 32 * (k + 1) + (16 + 16) * self.n_outliers
+        if self.smooth is not None:     # fp32 migration scales, needed to undo W·diag(s)
+            out["smooth"] = 32 * k
         return out
 
     def bits_per_weight(self, outliers=True):
         """Bits per weight of everything needed to rebuild W, divided by N*K: packed codes,
         codebooks (16 bits x 2**bits[k] entries per column, i.e. without the file's padding to the
-        widest column), the u8 bit-width map, scales (fp16) and zeros (u8), and with `outliers` the
-        outlier list in CSC form (int32 column pointers, 16-bit rows, fp16 values). The
+        widest column), the u8 bit-width map, scales (fp16) and zeros (u8), the fp32 SmoothQuant
+        scales if any, and with `outliers` the outlier list in CSC form (int32 column pointers,
+        16-bit rows, fp16 values). The
         permutation is provenance, not needed to rebuild W, so it is not counted."""
         counts = self.bit_counts()
         if not outliers:

@@ -190,3 +190,29 @@ def test_rtl_paths_refuse_other_options(tmp_path):
     # the functional executor and the cycle model run it, and agree
     out = bitlut("exec", prog, "--arch", arch)
     assert out.ok and "agree" in out.out, out.describe()
+
+
+def test_smooth_end_to_end_through_the_cli(tmp_path):
+    """`bitlut quantize --smooth` keeps the scales; `bitlut sim --act-quant smooth` runs the
+    layer bit-exact against the golden model and within the bound of PyTorch on X / s."""
+    q = tmp_path / "tiny-sq.q"
+    assert bitlut("quantize", "--synthetic", "llama-tiny", "--smooth", "-o", q).ok
+    layer = qformat.load(q).layers["q_proj"]
+    assert layer.smooth is not None and (layer.smooth > 0).all() and np.ptp(layer.smooth) > 0
+    report = tmp_path / "r.json"
+    out = bitlut("sim", q, "--act-quant", "smooth", "--tokens", "3", "--layers", "q_proj",
+                 "--json", report)
+    assert out.ok, out.describe()
+    import json
+    rep = json.loads(report.read_text())
+    assert rep["config"].endswith("sq")
+    check = rep["phases"][0]["layers"][0]["check"]
+    assert check["bit_exact_golden"] and check["within_tolerance"]
+    # the plain file has no scales to divide by: one line, exit 2
+    plain = tmp_path / "tiny.q"
+    qformat.save(plain, QModel("m", {"name": "claq", "settings": {}},
+                               {"q_proj": dataclasses.replace(layer, smooth=None)}))
+    assert_one_line(bitlut("sim", plain, "--act-quant", "smooth", "--tokens", "1"),
+                    r"must have the layer's SmoothQuant scales")
+    assert_one_line(bitlut("quantize", tmp_path, "--smooth", "-o", tmp_path / "x.q"),
+                    r"--smooth must go with --synthetic")
