@@ -36,6 +36,11 @@ LUT_WEIGHT_BITS = (1, 2, 3, 4)           # uniform widths the golden LUT kernel 
 MIN_CODEBOOK_BITS = min(CODEBOOK_BITS)
 CENTROID_BITS = (8, 16)                  # fixed-point centroid widths
 ACT_BITS = (8,)
+# How activations become int8 (docs/numerics.md section 1): one scale per token row (`token`, what
+# the RTL core implements), one per token row and k-step (`token_group`), or per-token after the
+# host divides X by the layer's SmoothQuant migration scales (`smooth`).
+ACT_QUANTS = ("token", "token_group", "smooth")
+RTL_ACT_QUANTS = ("token",)
 ACC_BITS = (16, 24, 32)
 TABLE_ENTRY_MAX_BITS = 32                # table entries are stored as int16 or int32
 
@@ -93,6 +98,7 @@ class PE:
     codebook: bool = True        # serves CLAQ codebook layers too (false: uniform weights only)
     table_entry_bits: int = 0    # LUT table entry width; 0: the narrowest that serves the
     #                              formats (`ArchConfig.table_entry_bits_needed`)
+    act_quant: str = "token"
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,8 @@ class ArchConfig:
         pe = self.pe
         kind = {"lut": "lut", "bitserial": "bs", "mac": "mac"}[pe.kind]
         group = f"_g{pe.group}" if pe.kind != "mac" else ""
-        return f"{kind}{pe.rows}x{pe.cols}{group}_w{max(pe.weight_bits)}a{pe.act_bits}"
+        act = {"token": "", "token_group": "tg", "smooth": "sq"}[pe.act_quant]
+        return f"{kind}{pe.rows}x{pe.cols}{group}_w{max(pe.weight_bits)}a{pe.act_bits}{act}"
 
     @property
     def table_entries(self):
@@ -256,6 +263,16 @@ class ArchConfig:
         cfg = dataclasses.replace(self, **changes)
         validate(cfg)
         return cfg
+
+
+def require_rtl_numerics(cfg, what="the RTL core"):
+    """Raise `ConfigError` (one line) when `cfg` asks for activation numerics that the RTL core
+    does not implement (`RTL_ACT_QUANTS`): its vector unit has no per-k-step row scales, so such
+    a program would mismatch instead of running."""
+    if cfg.pe.act_quant not in RTL_ACT_QUANTS:
+        raise ConfigError(f"{cfg.source}: `pe.act_quant` must be "
+                          f"{' or '.join(RTL_ACT_QUANTS)} for {what} (the RTL implements "
+                          f"per-token scales only), not {cfg.pe.act_quant!r}")
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -417,6 +434,7 @@ def validate(cfg):
     else:
         one_of("pe.group", pe.group, (1,))
     one_of("pe.act_bits", pe.act_bits, ACT_BITS)
+    one_of("pe.act_quant", pe.act_quant, ACT_QUANTS)
     one_of("pe.acc_bits", pe.acc_bits, ACC_BITS)
     one_of("pe.centroid_bits", pe.centroid_bits, CENTROID_BITS)
     if not 1 <= pe.index_bits <= 8:

@@ -49,7 +49,9 @@ Scratchpad layouts (row-major; `E` entries per table, `table_entries`):
 - `cbx`: `codes` [n, cols] -> centroids [n, cols]; `gather`: int8 [rows, cols] with uint16
   indices [cols].
 - `vdeq`: acc int32 [rows, n], `PARAM` [n] (or one `BLOCK_PARAM`), int32 sums [rows] -> fp32 out
-  [rows, n]. `vsum`: int8 [rows, cols] -> int32 sums [rows].
+  [rows, n]. With `rowscale` (`pe.act_quant: token_group`) the k-step's fp32 activation scales
+  [rows] follow the records directly (`rowscale_offset`). `vsum`: int8 [rows, cols] -> int32
+  sums [rows].
 - `vout`: `OUTLIER` records, int8 act with row stride `k`, fp32 correction O with row stride `n`.
   `vscale`: out = (out + O) * s_row, or out * s_row, with fp32 row scales [rows].
 
@@ -282,6 +284,17 @@ def decode_param_records(config, rec, bits):
     if config.pe.kind == "lut":
         zp = (zp - 1 + (1 << np.asarray(bits, np.int64))[None, :]) // 2
     return rec["scale"].T.astype(np.float32), zp
+
+
+def param_bytes(deq_block, n):
+    """Bytes of the scale records one `vdeq` reads: one `BLOCK_PARAM` (codebook) or n `PARAM`."""
+    return BLOCK_PARAM.itemsize if deq_block else PARAM.itemsize * n
+
+
+def rowscale_offset(deq_block, n):
+    """Where a `vdeq` with `rowscale` finds its fp32 row scales, relative to its `param`
+    address: right after the records (4-byte records keep the scales aligned)."""
+    return param_bytes(deq_block, n)
 
 
 def block_param_records(block_scale):

@@ -119,13 +119,16 @@ class Field:
 
     `kind` is "uint" (any value that fits), "count" (at least 1), or "flag"; `enum` makes it an
     enumerated field; `buffer` makes it a byte address into that scratchpad (a `Buffer`, or the
-    name of the field of this format that selects the buffer)."""
+    name of the field of this format that selects the buffer). An `optional` field (a flag added
+    to a format later) is 0 when an instruction or assembly line leaves it out, so programs
+    written before it keep their meaning, and the disassembler prints it only when set."""
     name: str
     width: int
     doc: str
     kind: str = "uint"
     enum: type | None = None
     buffer: object = None
+    optional: bool = False
 
     @property
     def shape(self):
@@ -208,6 +211,9 @@ FORMATS = {
         _addr("param", Buffer.SCALE, "(fp16 scale, int16 zero) records, one per n (block: one "
               "fp32 scale)"),
         _addr("sums", Buffer.TABLE, "int32 activation sum per row (deq lut, zero)"),
+        Field("rowscale", 1, "1: multiply by the k-step's fp32 activation scale per row, read "
+              "right after the param records (pe.act_quant token_group; not in the RTL core)",
+              kind="flag", optional=True),
     ],
     Opcode.VOUT: [
         Field("rows", 8, "token rows", kind="count"),
@@ -368,6 +374,8 @@ def check(insn, index=None, config=None, where=""):
     for name, offset, _width, f in _CODEC[op]:
         if f is None:        # reserved pad
             continue
+        if name not in values and f.optional:
+            values[name] = 0
         if name not in values:
             _fail(index, op, name, "given", "missing", where)
         word |= _check_value(index, op, f, values[name], config, values, where) << offset
@@ -458,7 +466,9 @@ def format_insn(insn):
     """One line of assembly: `mnemonic field=value ... [wait=units] [signal=units]`."""
     parts = [insn.op.name.lower()]
     for f in FORMATS[insn.op]:
-        v = insn.args[f.name]
+        v = insn.args.get(f.name, 0) if f.optional else insn.args[f.name]
+        if f.optional and not v:
+            continue
         if f.enum is not None:
             parts.append(f"{f.name}={f.enum(v).name.lower()}")
         elif f.buffer is not None or f.name == "dram":

@@ -3,7 +3,10 @@
 These are the transformations that decide what the memory image holds, so every layer reads them
 from here rather than from the golden model (`sim.golden`, which computes with them):
 
-- activations: symmetric int8 per token row with one fp32 scale (`quantize_activations`);
+- activations: symmetric int8 per token row with one fp32 scale (`quantize_activations`), or one
+  per token row and column group (`quantize_activations_grouped`, `pe.act_quant: token_group`),
+  after an optional SmoothQuant migration (`smooth_activations`, the host's division by the
+  scales that `quant.smooth` chose; `pe.act_quant: smooth`);
 - uniform weights on the LUT array: the offline index inversion of the half table
   (`invert_index`, `restore_index`; LUT Tensor Core §3.1.2 Eq. 6);
 - CLAQ codebook weights: the column permutation by bit width and the blocks of columns
@@ -87,17 +90,69 @@ def quantize_activations(x):
     Returns `(xq int8 [M, K], sx float32 [M])`.
     Raises `ValueError` for a non-2-D or non-finite `x`.
     """
+    x = _finite_2d(x)
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    sx = _scale_of(amax)
+    return _round_int8(x, sx[:, None]), sx
+
+
+def _finite_2d(x):
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"`x` must be 2-D [M, K], not shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError("`x` must be finite, not containing inf or nan")
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    return x
+
+
+def _scale_of(amax):
+    """`amax / 127` in float32; 1.0 where `amax` is 0 (so that row's codes are 0)."""
     sx = amax / np.float32(XQ_MAX)
-    sx = np.where(amax == 0, np.float32(1.0), sx).astype(np.float32)
+    return np.where(amax == 0, np.float32(1.0), sx).astype(np.float32)
+
+
+def _round_int8(x, sx):
     # float32 rounding of sx can put max|x|/sx a hair above 127; the clip maps it back to 127.
-    xq = np.clip(np.rint(x / sx[:, None]), -XQ_MAX, XQ_MAX).astype(np.int8)
+    return np.clip(np.rint(x / sx), -XQ_MAX, XQ_MAX).astype(np.int8)
+
+
+def quantize_activations_grouped(x, groups):
+    """Symmetric int8 with one scale per token row and column group (`pe.act_quant:
+    token_group`; T-MAC §3.3 quantizes its tables per group the same way).
+
+    `x [M, K]` float; `groups` a sequence of J integer arrays of original columns that partition
+    range(K) (the compiler's k-steps: scale groups of uniform weights, CLAQ blocks of codebook
+    weights). Group j's scale and codes follow `quantize_activations` on `x[:, groups[j]]`.
+    Returns `(xq int8 [M, K], sx float32 [M, J])`. Raises `ValueError` for a non-partition.
+    """
+    x = _finite_2d(x)
+    m, k = x.shape
+    seen = np.zeros(k, np.int64)
+    xq = np.zeros((m, k), np.int8)
+    sx = np.ones((m, len(groups)), np.float32)
+    for j, cols in enumerate(groups):
+        cols = np.asarray(cols, np.int64)
+        if cols.size == 0:
+            raise ValueError(f"`groups[{j}]` must hold at least one column, not none")
+        seen[cols] += 1
+        xq[:, cols], sx[:, j] = quantize_activations(x[:, cols])
+    if k and not (seen == 1).all():
+        raise ValueError("`groups` must cover every column exactly once, not "
+                         f"column {int(np.argmax(seen != 1))} {int(seen[seen != 1][0])} times")
     return xq, sx
+
+
+# -- SmoothQuant migration (the scales themselves are the quantizer's: `quant.smooth`) -------------
+
+def smooth_activations(x, smooth):
+    """The host's write under `pe.act_quant: smooth`: `float32(x) / float32(smooth)` per column,
+    each division rounded to nearest in float32. `smooth [K]` positive."""
+    x = _finite_2d(x)
+    s = np.asarray(smooth, np.float32)
+    if s.shape != (x.shape[1],) or not (np.isfinite(s) & (s > 0)).all():
+        raise ValueError(f"`smooth` must be [K={x.shape[1]}] finite and positive, not "
+                         f"shape {s.shape}")
+    return x / s[None, :]
 
 
 # -- the LUT index inversion ----------------------------------------------------------------------

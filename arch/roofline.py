@@ -83,12 +83,23 @@ def stored_weight_bytes(layer):
     return math.ceil(layer.bits_per_weight(outliers=True) * n * k / 8)
 
 
-def layer_bound(config, m, n, k, kind, bits, weight_bytes):
+# Columns per activation scale group under `pe.act_quant: token_group` when the caller does not
+# know the layer's k-steps: the compiler's default CLAQ block (and the usual uniform group).
+ACT_GROUP_COLS = 128
+
+
+def layer_bound(config, m, n, k, kind, bits, weight_bytes, scale_groups=None):
     """The roofline of one layer: `bits` is the weight width, or an array of per-column widths
     (mixed precision: each width's columns run at that width's peak); `weight_bytes` is the
-    stored size of the weights (codes, codebooks or scales, outliers)."""
+    stored size of the weights (codes, codebooks or scales, outliers). `scale_groups` is the
+    number of fp32 activation scales per token row: 1 (`pe.act_quant` token, smooth), or the
+    layer's k-steps under token_group (default ceil(k / ACT_GROUP_COLS))."""
     ops = m * n * k
-    dram = weight_bytes + m * k + 4 * m + 4 * m * n      # int8 X, fp32 row scales, fp32 Y
+    if scale_groups is None:
+        grouped = config.pe.act_quant == "token_group"
+        scale_groups = math.ceil(k / ACT_GROUP_COLS) if grouped else 1
+    # int8 X, fp32 row scales, fp32 Y
+    dram = weight_bytes + m * k + 4 * m * scale_groups + 4 * m * n
     widths = np.atleast_1d(np.asarray(bits))
     if widths.size == 1:
         compute = ops / peak_macs_per_cycle(config, kind, float(widths[0]))

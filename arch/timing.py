@@ -141,11 +141,19 @@ VECTOR_ELEMENTS = {Opcode.VSUM: ("rows", "cols"), Opcode.VDEQ: ("rows", "n"),
 #: RTL's; verif/test_core_vector.py pins the two equal.
 VOUT_RECORD_CYCLES = 4
 
+#: Extra pipeline depth of a `vdeq` with `rowscale` (pe.act_quant token_group): the k-step's row
+#: scale is a second fp32 multiply after the record's, one more `rtl.fp32.FMul` (3 stages) in
+#: front of the adder; the throughput stays `vector_lanes` a cycle. The RTL core does not
+#: implement rowscale yet, so this is the multiplier's latency, pinned by
+#: tests/test_act_quant.py against `rtl.fp32.FMul().latency`.
+ROWSCALE_CYCLES = 3
+
 
 def vector_insn_cycles(config, insn):
     """Vector instructions, as the RTL core's vector unit walks them, then its pipeline depth
     (`vector_latency`) once: `vsum`, `vdeq`, `vscale` row by row, `vector_lanes` elements a
-    cycle (a row's last chunk may be partial); `vout` zeroes its rows x n outputs the same way
+    cycle (a row's last chunk may be partial; a `vdeq` with `rowscale` adds
+    `ROWSCALE_CYCLES`); `vout` zeroes its rows x n outputs the same way
     when `first`, then takes each record in list order, one row a cycle, at least
     `VOUT_RECORD_CYCLES` a record."""
     a, t = insn.args, config.timing
@@ -154,6 +162,8 @@ def vector_insn_cycles(config, insn):
         steps = a["rows"] * math.ceil(a["cols"] / lanes)
     elif insn.op in (Opcode.VDEQ, Opcode.VSCALE):
         steps = a["rows"] * math.ceil(a["n"] / lanes)
+        if a.get("rowscale"):
+            steps += ROWSCALE_CYCLES
     else:
         steps = (a["first"] * a["rows"] * math.ceil(a["n"] / lanes)
                  + a["count"] * max(a["rows"], VOUT_RECORD_CYCLES))

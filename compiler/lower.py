@@ -22,7 +22,14 @@ Loop nest, output-stationary in an (mr x nw) output tile, the reduction streamed
         store out tile                        -> y
 
 Every slot alternates between two regions, and `compiler.builder` derives the tokens, so loads
-of the next k-step overlap the compute of this one. The tiling (mr, nw) is chosen by
+of the next k-step overlap the compute of this one.
+
+Under `pe.act_quant: token_group` (docs/numerics.md section 1) the row block loads no `sx`;
+each k-step loads its own row scales [rows] behind its scale records, `vdeq` folds them in
+(`rowscale`), an outlier list's correction is scaled by them and added to the tile per k-step
+(`vscale` twice: O·sx, then out + O against a vector of ones), and the tile is stored without a
+final `vscale`. Under `smooth` the program is the `token` one; the host divides X by the layer's
+migration scales when it writes X (`write_inputs`). The tiling (mr, nw) is chosen by
 `compiler.tiling` under the scratchpad capacities.
 """
 
@@ -33,7 +40,11 @@ import numpy as np
 from arch import image as img
 from arch.image import OUTLIER, PARAM
 from arch.isa import MATMUL_OPCODE, Buffer, Deq, Mode, Opcode
-from arch.numerics import quantize_activations
+from arch.numerics import (
+    quantize_activations,
+    quantize_activations_grouped,
+    smooth_activations,
+)
 from arch.program import Program
 from compiler import tiling as tiling_mod
 from compiler.builder import ProgramBuilder, Region
@@ -65,10 +76,12 @@ def lower(layer, config, tokens, tile=None, block_size=128, image=True, plan=Non
 
 def _emit(plan, cfg, m, tile, with_weights=True):
     prog = Program(words=[], meta={"layer": plan.name, "tokens": m, "config": cfg.tag,
-                                   "tiling": tile.as_dict()})
+                                   "tiling": tile.as_dict(), "act_quant": cfg.pe.act_quant})
     dram = _DramImage(prog, plan, cfg, m, tile, with_weights)
     slots = _scratchpad_slots(plan, cfg, tile, has_outliers=bool(dram.outliers))
     emitter = _Emitter(plan, cfg, prog, dram, slots)
+    if "ones" in prog.symbols:          # token_group with outliers: the adder's unit scales
+        emitter.load(Buffer.SCALE, slots["sx"][0], "ones", 0, img.ROW_SCALE.itemsize * tile.mr)
     block_ends = [emitter.row_block(m0, min(tile.mr, m - m0)) for m0 in range(0, m, tile.mr)]
     program = emitter.b.finish()
     prog.meta["row_block_ends"] = block_ends      # last instruction of each row block
@@ -92,7 +105,10 @@ class _DramImage:
     def __init__(self, prog, plan, cfg, m, tile, with_weights):
         self.prog, self.plan, self.cfg = prog, plan, cfg
         prog.alloc("x", (m, plan.kp), "int8")
-        prog.alloc("sx", (m,), "float32")
+        # token: one scale per row; token_group: one per k-step and row, k-step-major, so that
+        # one k-step's scales of a row block are one contiguous DMA row
+        grouped = cfg.pe.act_quant == "token_group"
+        prog.alloc("sx", (len(plan.ksteps), m) if grouped else (m,), "float32")
         prog.alloc("y", (m, plan.n), "float32")
         self.nblocks = [(n0, min(plan.n, n0 + tile.nw)) for n0 in range(0, plan.n, tile.nw)]
         self._weights(with_weights)
@@ -100,6 +116,9 @@ class _DramImage:
         self.codebooks = self._codebooks() if plan.kind == "codebook" else {}
         need = tiling_mod.slot_bytes(plan, cfg, tile.mr, tile.nw)
         self.outliers = self._outliers(need["outlier"] // OUTLIER.itemsize)
+        if grouped and self.outliers:
+            prog.alloc("ones", (tile.mr,), "float32")
+            prog.write("ones", np.ones(tile.mr, np.float32))
 
     def addr(self, sym, off=0):
         return self.prog.symbols[sym].addr + off
@@ -206,7 +225,7 @@ def _scratchpad_slots(plan, cfg, tile, has_outliers):
         "wexp": (s.alloc(Buffer.WEIGHT, need["expanded_one"])
                  if kind == "codebook" and pe.kind != "lut" else None),
         "cb": s.alloc(Buffer.CODEBOOK, need["codebook_one"]) if kind == "codebook" else None,
-        "param": s.alloc(Buffer.SCALE, PARAM.itemsize * (nw if kind == "uniform" else 1)),
+        "param": s.alloc(Buffer.SCALE, need["param"]),
         "sx": s.alloc(Buffer.SCALE, img.ROW_SCALE.itemsize * mr),
         "acc": s.alloc(Buffer.ACC, img.ACC.itemsize * mr * nw),
         "out": s.alloc(Buffer.OUT, img.OUT.itemsize * mr * nw),
@@ -257,6 +276,7 @@ class _Emitter:
         self.b = ProgramBuilder(cfg, prog)
         self.kind, self.pe = plan.kind, cfg.pe
         self.mr = prog.meta["tiling"]["mr"]
+        self.grouped = cfg.pe.act_quant == "token_group"
         self.t = 0                   # k-steps so far across the program (slot parity)
         self.tiles = 0               # output tiles so far (output slot parity)
         self.tile_ends = []          # [m0, rows, n0, n, index of its last instruction]
@@ -282,8 +302,9 @@ class _Emitter:
         """One row block: its activation scales, then every output tile. Returns the index of
         its last instruction."""
         sx = self.slots["sx"][(m0 // self.mr) % 2]
-        self.load(Buffer.SCALE, sx, "sx", img.ROW_SCALE.itemsize * m0,
-                  img.ROW_SCALE.itemsize * rows)
+        if not self.grouped:
+            self.load(Buffer.SCALE, sx, "sx", img.ROW_SCALE.itemsize * m0,
+                      img.ROW_SCALE.itemsize * rows)
         for bi, (n0, n1) in enumerate(self.dram.nblocks):
             last = self.output_tile(m0, rows, bi, n0, n1 - n0, sx)
         return last
@@ -296,7 +317,7 @@ class _Emitter:
         for si, ks in enumerate(self.plan.ksteps):
             c = _KStep(ks, bi, m0, rows, n, self.t % 2, si == 0, out, cor)
             self.t += 1
-            has_corr |= self.kstep(c, first_vout=not has_corr)
+            has_corr |= self.kstep(c, first_vout=self.grouped or not has_corr)
         last = self.scale_and_store(m0, rows, n0, n, sx, out, cor, has_corr)
         self.tile_ends.append([m0, rows, n0, n, last])
         return last
@@ -385,11 +406,17 @@ class _Emitter:
         n0 = self.dram.nblocks[c.bi][0]
         if self.kind == "uniform":
             off = (c.ks.index * self.plan.n + n0) * PARAM.itemsize
-            c.param_bytes = c.n * PARAM.itemsize
         else:
-            off, c.param_bytes = c.ks.index * PARAM.itemsize, PARAM.itemsize
+            off = c.ks.index * PARAM.itemsize
+        c.param_bytes = img.param_bytes(self.kind == "codebook", c.n)
         c.param = self.slots["param"][c.p]
         self.load(Buffer.SCALE, c.param, "param", off, c.param_bytes)
+        if self.grouped:
+            # the k-step's activation scales of these rows, right behind the records
+            rs = img.ROW_SCALE.itemsize
+            self.load(Buffer.SCALE, c.param + img.rowscale_offset(self.kind == "codebook", c.n),
+                      "sx", rs * (c.ks.index * self.prog.meta["tokens"] + c.m0), rs * c.rows)
+            c.param_bytes += rs * c.rows
 
     def matmul(self, c):
         """The block's lookups (LUT Tensor Core §3.3 LMMA), bit-serial steps or MACs into the
@@ -425,7 +452,7 @@ class _Emitter:
             reads.append(self.R(Buffer.OUT, c.out, tile))
         self.b.emit(Opcode.VDEQ, reads=reads, writes=[self.R(Buffer.OUT, c.out, tile)],
                     rows=c.rows, n=c.n, deq=deq, first=int(c.first), acc=c.acc, out=c.out,
-                    param=c.param, sums=c.sums)
+                    param=c.param, sums=c.sums, rowscale=int(self.grouped))
 
     def outliers(self, c, first):
         """The sparse fp16 correction of this (n-block, k-step) (CLAQ §3.3 outlier
@@ -445,19 +472,39 @@ class _Emitter:
                         list=lst, act=c.act, out=c.cor)
             first, applied = False, True
             self.vouts += 1
+        if applied and self.grouped:
+            self.fold_correction(c)
         return applied
+
+    def fold_correction(self, c):
+        """token_group: this k-step's correction O, at its own activation scale, into the
+        output tile: O = O·sx (the scales behind the records), then out = (out + O)·1."""
+        tile = img.OUT.itemsize * c.rows * c.n
+        rs = img.ROW_SCALE.itemsize * c.rows
+        at = c.param + img.rowscale_offset(self.kind == "codebook", c.n)
+        self.b.emit(Opcode.VSCALE, reads=[self.R(Buffer.OUT, c.cor, tile),
+                                          self.R(Buffer.SCALE, at, rs)],
+                    writes=[self.R(Buffer.OUT, c.cor, tile)],
+                    rows=c.rows, n=c.n, add=0, out=c.cor, scale=at, corr=0)
+        ones = self.slots["sx"][0]
+        self.b.emit(Opcode.VSCALE, reads=[self.R(Buffer.OUT, c.out, tile),
+                                          self.R(Buffer.OUT, c.cor, tile),
+                                          self.R(Buffer.SCALE, ones, rs)],
+                    writes=[self.R(Buffer.OUT, c.out, tile)],
+                    rows=c.rows, n=c.n, add=1, out=c.out, scale=ones, corr=c.cor)
 
     # -- the end of an output tile ------------------------------------------------------------
     def scale_and_store(self, m0, rows, n0, n, sx, out, cor, has_corr):
         """y = (out + O) · sx per row, then the tile to DRAM. Returns the store's index."""
         plan = self.plan
         tile = img.OUT.itemsize * rows * n
-        reads = [self.R(Buffer.OUT, out, tile),
-                 self.R(Buffer.SCALE, sx, img.ROW_SCALE.itemsize * rows)]
-        if has_corr:
-            reads.append(self.R(Buffer.OUT, cor, tile))
-        self.b.emit(Opcode.VSCALE, reads=reads, writes=[self.R(Buffer.OUT, out, tile)],
-                    rows=rows, n=n, add=int(has_corr), out=out, scale=sx, corr=cor)
+        if not self.grouped:        # token_group: every k-step's scale is already applied
+            reads = [self.R(Buffer.OUT, out, tile),
+                     self.R(Buffer.SCALE, sx, img.ROW_SCALE.itemsize * rows)]
+            if has_corr:
+                reads.append(self.R(Buffer.OUT, cor, tile))
+            self.b.emit(Opcode.VSCALE, reads=reads, writes=[self.R(Buffer.OUT, out, tile)],
+                        rows=rows, n=n, add=int(has_corr), out=out, scale=sx, corr=cor)
         off = img.OUT.itemsize * (m0 * plan.n + n0)
         return self.b.emit(Opcode.STORE, reads=[self.R(Buffer.OUT, out, tile)],
                            writes=[self.D("y", off, img.OUT.itemsize * ((rows - 1) * plan.n + n))],
@@ -466,10 +513,23 @@ class _Emitter:
 
 
 # -- running a compiled layer on activations ------------------------------------------------------
+def host_activations(plan, act_quant, x):
+    """The host's quantization of float activations `x [M, K]` for `plan` under `act_quant`:
+    (xq [M, K], sx), sx [M] (token; smooth, after dividing X by `plan.smooth`) or
+    [M, k-steps] (token_group: one scale per row and k-step)."""
+    if act_quant == "token_group":
+        return quantize_activations_grouped(x, [ks.cols for ks in plan.ksteps])
+    if act_quant == "smooth":
+        x = smooth_activations(x, plan.smooth)
+    return quantize_activations(x)
+
+
 def write_inputs(compiled, x):
-    """Quantize float activations `x [M, K]` (the host's job) and write them, lowered, into the
-    program's image. Returns (xq, sx)."""
-    xq, sx = quantize_activations(x)
+    """Quantize float activations `x [M, K]` (the host's job, `host_activations`) as the
+    config's `pe.act_quant` says and write them, lowered, into the program's image. Returns
+    (xq, sx)."""
+    xq, sx = host_activations(compiled.plan, compiled.program.meta.get("act_quant", "token"), x)
+    # token_group's scales are k-step-major in DRAM (one DMA row per k-step and row block)
+    compiled.program.write("sx", np.ascontiguousarray(sx.T) if sx.ndim == 2 else sx)
     compiled.program.write("x", compiled.plan.lower_activations(xq))
-    compiled.program.write("sx", sx)
     return xq, sx

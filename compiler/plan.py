@@ -69,7 +69,8 @@ class Plan:
     and per kind: uniform `scales [N, J]` float32, `zeros [N, J]`; codebook `cq [K, C]`
     fixed-point centroids and `block_scale [J]` float32. Outliers in lowered columns:
     `ol_rows`, `ol_cols` (lowered), `ol_vals` float16, sorted by (row, lowered column): the order
-    in which the vector unit adds them, which `golden.outlier_correction` follows."""
+    in which the vector unit adds them, which `golden.outlier_correction` follows. `smooth [K]`
+    float32: the SmoothQuant migration scales the host divides X by (`pe.act_quant: smooth`)."""
     name: str
     kind: str
     n: int
@@ -87,6 +88,7 @@ class Plan:
     ol_rows: np.ndarray = None
     ol_cols: np.ndarray = None
     ol_vals: np.ndarray = None
+    smooth: np.ndarray = None
     _lowered_codes: np.ndarray = None
 
     @cached_property
@@ -165,6 +167,13 @@ def plan_layer(layer, config, block_size=128):
         src_col[ks.offset:ks.offset + len(ks.cols)] = ks.cols
     plan = Plan(layer.name, layer.kind, n, k, offset, ksteps, src_col,
                 np.asarray(layer.codes, np.uint8), pe.kind)
+    if pe.act_quant == "smooth":
+        smooth = getattr(layer, "smooth", None)
+        if smooth is None:
+            raise LoweringError(f"{where}: pe.act_quant smooth ({config.source}) must have the "
+                                "layer's SmoothQuant scales (`bitlut quantize --smooth`), not "
+                                "none")
+        plan.smooth = np.asarray(smooth, np.float32)
     if layer.kind == "uniform":
         # the hardware's records hold fp16 scales (as the .q file does)
         plan.scales = np.asarray(layer.scales).astype(np.float16).astype(np.float32)

@@ -77,7 +77,27 @@ def slot_bytes(plan, config, mr, nw):
         if pe.kind != "lut":
             out["expanded_one"] = nw * wmax * pe.centroid_bits // 8
     out["outlier"] = slot_bytes_outlier(config)
+    # the scale records of one k-step; under token_group its row scales follow them
+    out["param"] = (image.param_bytes(plan.kind == "codebook", nw)
+                    + (ROW_SCALE.itemsize * mr if _grouped(config) else 0))
     return out
+
+
+def _grouped(config):
+    return config.pe.act_quant == "token_group"
+
+
+def _folded_corrections(plan, nw):
+    """{n-block width: (n-block, k-step) pairs holding outliers}: under token_group each such
+    pair's correction is folded into its tile by two `vscale`."""
+    if plan.ol_vals is None or not len(plan.ol_vals):
+        return {}
+    offsets = np.array([ks.offset for ks in plan.ksteps])
+    kstep = np.searchsorted(offsets, plan.ol_cols, side="right") - 1
+    pairs = np.unique(plan.ol_rows // nw * len(plan.ksteps) + kstep)
+    widths = np.minimum(nw, plan.n - pairs // len(plan.ksteps) * nw)
+    sizes, counts = np.unique(widths, return_counts=True)
+    return {int(s): int(c) for s, c in zip(sizes, counts, strict=True)}
 
 
 def slot_bytes_outlier(config):
@@ -98,7 +118,7 @@ def buffer_pieces(plan, config, mr, nw):
         "weight": [need["weight_one"]] + ([need["expanded_one"]] if "expanded_one" in need
                                           else []),
         "codebook": [need["codebook_one"]] if plan.kind == "codebook" else [],
-        "scale": [PARAM.itemsize * (nw if plan.kind == "uniform" else 1), 4 * mr],
+        "scale": [need["param"], ROW_SCALE.itemsize * mr],
         "acc": [need["acc"]],
         "out": [need["out"], need["out"]],
         "outlier": [need["outlier"]] if has_outliers else [],
@@ -181,14 +201,18 @@ def _tile_insns(plan, config, rows, n):
     entry per k-step shape."""
     pe = config.pe
     op, mode = MATMUL_OPCODE[pe.kind], _mode(plan)
-    out = [(Insn(Opcode.VSCALE, {"rows": rows, "n": n}), 1, "out", None),
-           _dma(rows, OUT.itemsize * n, "out", "outputs")]
+    grouped = _grouped(config)
+    out = [_dma(rows, OUT.itemsize * n, "out", "outputs")]
+    if not grouped:         # token_group: every k-step's scale is already applied
+        out.append((Insn(Opcode.VSCALE, {"rows": rows, "n": n}), 1, "out", None))
     for ks, count in plan.kshapes.items():
         out += [_dma(rows, ks.width, "act", "activations", count),
                 _dma(*dma_shape(weight_image_bytes(plan, config, ks, n)), "weight", "weights",
                      count),
                 _dma(1, PARAM.itemsize * (n if plan.kind == "uniform" else 1), "scale",
                      "params", count)]
+        if grouped:         # the k-step's row scales, behind its scale records
+            out.append(_dma(1, ROW_SCALE.itemsize * rows, "scale", "activations", count))
         if pe.kind == "lut":
             bits = ks.bits
             compute = [(Insn(Opcode.TBL, {"rows": rows, "ngroups": ks.kgroups, "mode": mode,
@@ -204,7 +228,7 @@ def _tile_insns(plan, config, rows, n):
                             "codebooks", count))
         compute += [(Insn(op, {"rows": rows, "n": n, "kgroups": ks.kgroups, "bits": bits,
                                "mode": mode}), "acc"),
-                    (Insn(Opcode.VDEQ, {"rows": rows, "n": n}), "out")]
+                    (Insn(Opcode.VDEQ, {"rows": rows, "n": n, "rowscale": int(grouped)}), "out")]
         out += [(insn, count, buf, None) for insn, buf in compute]
     return out
 
@@ -242,10 +266,15 @@ def estimate(plan, config, m, tile):
     nmb, nnb = sum(row_blocks.values()), sum(col_blocks.values())
     acc = units, events, sram, dram = ({"matmul": 0, "table": 0, "vector": 0, "dram": 0}, {},
                                        {}, dict.fromkeys(DRAM_CATEGORIES, 0))
+    grouped = _grouped(config)
     lists = outlier_lists(plan, config, tile.nw)
+    folds = _folded_corrections(plan, tile.nw) if grouped else {}
+    if folds:               # token_group with outliers: the unit scales, loaded once
+        _price(config, [_dma(1, ROW_SCALE.itemsize * tile.mr, "scale", "activations")], 1, acc)
     for rows, rcount in row_blocks.items():
-        _price(config, [_dma(1, ROW_SCALE.itemsize * rows, "scale", "activations")], rcount,
-               acc)
+        if not grouped:     # the row block's activation scales
+            _price(config, [_dma(1, ROW_SCALE.itemsize * rows, "scale", "activations")],
+                   rcount, acc)
         for n, ncount in col_blocks.items():
             _price(config, _tile_insns(plan, config, rows, n), rcount * ncount, acc)
         # the outlier lists (a load and a vout each), the same in every row block
@@ -254,6 +283,10 @@ def estimate(plan, config, m, tile):
                 _dma(1, OUTLIER.itemsize * count, "outlier", "outliers", nlists),
                 (Insn(Opcode.VOUT, {"rows": rows, "n": n, "count": count, "first": first}),
                  nlists, "out", None)], rcount, acc)
+        # token_group: a correction folded into its tile by two vscale
+        for n, pairs in folds.items():
+            _price(config, [(Insn(Opcode.VSCALE, {"rows": rows, "n": n}), 2 * pairs, "out",
+                             None)], rcount, acc)
     units["dispatch"] = units.pop("load", 0) + units.pop("store", 0)
     # a k-step loads x, weights, scales (and centroids), runs one of tbl / vsum / cbx, the
     # matmul and vdeq; a tile adds vscale and the store, a row block the load of its row
@@ -261,6 +294,10 @@ def estimate(plan, config, m, tile):
     cb_load = 1 if plan.kind == "codebook" else 0
     insns = 1 + nmb * (1 + nnb * (2 + len(plan.ksteps) * (6 + cb_load))
                        + 2 * sum(lists.values()))
+    if grouped:     # a row-scale load per k-step instead of one per row block; no final
+        #             vscale per tile; two vscale per folded correction; the unit scales
+        insns += nmb * (nnb * len(plan.ksteps) - 1 - nnb + 2 * sum(folds.values()))
+        insns += 1 if folds else 0
     work = timing.MATMUL_COUNTER[MATMUL_OPCODE[pe.kind]]
     return {"cycles": max(units.values()), "unit_cycles": units, "dram_bytes": dram,
             "dram_bus_bytes": events.get("dram_bytes", 0), "sram_bytes": sram,
@@ -272,18 +309,20 @@ def estimate(plan, config, m, tile):
 def outlier_lists(plan, config, nw):
     """The `vout` lists of one row block for n-blocks of `nw` outputs, as `compiler.lower`
     splits them (a (n-block, k-step)'s records in lists of at most the outlier slot's
-    capacity; `first` marks an n-block's first list): {(outputs of the n-block, first,
-    records): how many such lists}."""
+    capacity; `first` marks an n-block's first list, under token_group each k-step's):
+    {(outputs of the n-block, first, records): how many such lists}."""
     if plan.ol_vals is None or not len(plan.ol_vals):
         return {}
     cap = slot_bytes_outlier(config) // OUTLIER.itemsize
     nks = len(plan.ksteps)
+    grouped = _grouped(config)
     kstep_of = np.searchsorted([ks.offset for ks in plan.ksteps], plan.ol_cols,
                                side="right") - 1
     cells, counts = np.unique(plan.ol_rows // nw * nks + kstep_of, return_counts=True)
     blocks = cells // nks
     first = np.ones(len(cells), bool)
-    first[1:] = blocks[1:] != blocks[:-1]
+    if not grouped:         # token_group: each k-step's first list overwrites its correction
+        first[1:] = blocks[1:] != blocks[:-1]
     out = {}
     for block, is_first, records in zip(blocks.tolist(), first.tolist(), counts.tolist(),
                                         strict=True):

@@ -45,6 +45,10 @@ def register(sub):
     p.add_argument("--seqlen", type=checks.arg(checks.integer, "--seqlen", 1, 1 << 20),
                    default=256,
                    help="calibration segment length / longest encoder sample (tokens)")
+    p.add_argument("--smooth", action="store_true",
+                   help="SmoothQuant migration before quantizing (alpha 0.5, max|x| per column "
+                        "of the calibration tokens); the .q keeps the scales for "
+                        "`pe.act_quant: smooth` (--synthetic only in this version)")
     p.add_argument("--seed", type=checks.seed(), default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=cmd_quantize)
@@ -98,6 +102,9 @@ def cmd_quantize(args):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, not {getattr(args, name)}")
     method = method_from_args(args)
+    if args.smooth and args.checkpoint is not None:
+        raise UserError("--smooth must go with --synthetic in this version, not a checkpoint "
+                        "(the checkpoint path does not collect activation maxima yet)")
     _check_device(args.device)
     import quant
     from quant.progress import progress
@@ -106,7 +113,8 @@ def cmd_quantize(args):
         total = synthetic.total_columns(args.synthetic)
         with progress(total, f"{method.label()} {args.synthetic}") as advance:
             qm = synthetic.quantize_model(args.synthetic, method, seed=args.seed,
-                                          device=args.device, progress=advance)
+                                          device=args.device, progress=advance,
+                                          smooth=args.smooth)
     else:
         from quant import checkpoint
         if args.random_tokens and args.text:
@@ -141,7 +149,7 @@ def _check_device(device):
                         "(no CUDA)")
 
 
-PARTS = (("codes", ("codes",)), ("tables", ("codebooks", "scales", "zeros")),
+PARTS = (("codes", ("codes",)), ("tables", ("codebooks", "scales", "zeros", "smooth")),
          ("bit map", ("bitmap",)), ("outliers", ("outliers",)))
 
 
@@ -183,7 +191,8 @@ def format_inspect(path, qm):
                  f"({qm.bits_per_weight(False):.4f} without outliers), "
                  f"{8 * size / weights:.4f} bits/weight on disk")
     lines.append("parts: codes = the packed codes; tables = 16-bit codebooks (CLAQ: 2^b entries "
-                 "per column, shared by the N rows) or fp16 scales + u8 zeros (uniform); bit map "
+                 "per column, shared by the N rows) or fp16 scales + u8 zeros (uniform), plus fp32 "
+                 "SmoothQuant scales per column (--smooth); bit map "
                  "= one u8 width per column; outliers = fp16 values, 16-bit rows, int32 column "
                  "pointers")
     return "\n".join(lines)

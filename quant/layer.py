@@ -38,6 +38,8 @@ class QLayer:
         group_size: input columns per scale/zero group ("uniform"; K means per-row), 0 for codebook.
         outlier_rows, outlier_cols: [nnz] int64, sorted by (col, row), no duplicates.
         outlier_vals: [nnz] float16, the correction S at those positions.
+        smooth: [K] float32 or None: SmoothQuant migration scales folded into these weights
+            (W = W_orig · diag(smooth)); the host divides X by them (`pe.act_quant: smooth`).
     """
 
     name: str
@@ -52,6 +54,7 @@ class QLayer:
     outlier_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     outlier_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     outlier_vals: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float16))
+    smooth: np.ndarray | None = None
 
     @property
     def shape(self):
@@ -72,13 +75,16 @@ class QLayer:
             out["zeros"] = 8 * self.zeros.size
         if self.n_outliers:
             out["outliers"] = 32 * (k + 1) + (16 + 16) * self.n_outliers
+        if self.smooth is not None:     # fp32 migration scales, needed to undo W·diag(s)
+            out["smooth"] = 32 * k
         return out
 
     def bits_per_weight(self, outliers=True):
         """Bits per weight of everything needed to rebuild W, divided by N*K: packed codes,
         codebooks (16 bits x 2**bits[k] entries per column, i.e. without the file's padding to the
-        widest column), the u8 bit-width map, scales (fp16) and zeros (u8), and with `outliers` the
-        outlier list in CSC form (int32 column pointers, 16-bit rows, fp16 values). The
+        widest column), the u8 bit-width map, scales (fp16) and zeros (u8), the fp32 SmoothQuant
+        scales if any, and with `outliers` the outlier list in CSC form (int32 column pointers,
+        16-bit rows, fp16 values). The
         permutation is provenance, not needed to rebuild W, so it is not counted."""
         counts = self.bit_counts()
         if not outliers:

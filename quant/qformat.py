@@ -125,6 +125,8 @@ def layer_tensors(q):
     else:
         t["scales"] = np.asarray(q.scales, np.float16)
         t["zeros"] = np.asarray(q.zeros, np.uint8)
+    if q.smooth is not None:
+        t["smooth"] = np.asarray(q.smooth, np.float32)
     return {f"{q.name}.{f}": np.ascontiguousarray(a) for f, a in t.items()}
 
 
@@ -133,7 +135,8 @@ def _layer_meta(q):
     return {"name": q.name, "shape": [n, k], "kind": q.kind, "group_size": int(q.group_size),
             "max_bits": int(np.max(q.bits)), "n_outliers": q.n_outliers,
             "bits_per_weight": round(q.bits_per_weight(True), 6),
-            "bits_per_weight_no_outliers": round(q.bits_per_weight(False), 6)}
+            "bits_per_weight_no_outliers": round(q.bits_per_weight(False), 6),
+            **({"smooth": True} if q.smooth is not None else {})}
 
 
 def checksum(tensors, meta):
@@ -279,7 +282,7 @@ def load(path):
 
 _DTYPES = {"codes": np.uint8, "bits": np.uint8, "perm": np.int32, "outlier_col_ptr": np.int32,
            "outlier_vals": np.float16, "codebooks": np.float16, "scales": np.float16,
-           "zeros": np.uint8}
+           "zeros": np.uint8, "smooth": np.float32}
 
 
 def _validate(path, tensors, meta):
@@ -295,16 +298,17 @@ def _validate(path, tensors, meta):
             _fail(path, f"layer names must be unique, not `{q.name}` twice")
         seen.add(q.name)
         out.append(q)
-    expected = {name for q in out for name in _field_names(q.name, q.kind)}
+    expected = {name for q in out for name in _field_names(q.name, q.kind, q.smooth is not None)}
     extra = sorted(set(tensors) - expected)
     if extra:
         _fail(path, f"tensor `{extra[0]}` must belong to a layer in the metadata, not be extra")
     return out
 
 
-def _field_names(name, kind):
+def _field_names(name, kind, smooth=False):
     fields = ["codes", "bits", "perm", "outlier_col_ptr", "outlier_rows", "outlier_vals"]
     fields += ["codebooks"] if kind == "codebook" else ["scales", "zeros"]
+    fields += ["smooth"] if smooth else []
     return [f"{name}.{f}" for f in fields]
 
 
@@ -406,7 +410,16 @@ def _validate_layer(path, tensors, lm):
     if lm.get("n_outliers", nnz) != nnz or isinstance(lm.get("n_outliers"), bool):
         _fail(path, f"layer `{name}` n_outliers must be {nnz} (the tensors), "
                     f"not {_short(lm.get('n_outliers'))}")
+    smooth = None
+    if lm.get("smooth", False) is not False:
+        if lm["smooth"] is not True:
+            _fail(path, f"layer `{name}` smooth must be true or absent, not {_short(lm['smooth'])}")
+        smooth = get("smooth", np.float32, (k,))
+        if not (np.isfinite(smooth).all() and (smooth > 0).all()):
+            bad("smooth", "values must be finite and > 0, not otherwise")
+        smooth = smooth.copy()
     return QLayer(name=name, kind=kind, codes=codes, bits=bits.copy(), perm=perm.copy(),
                   codebooks=cb, scales=scales, zeros=zeros,
                   group_size=int(group_size) if kind == "uniform" else 0,
-                  outlier_rows=rows64, outlier_cols=cols.astype(np.int64), outlier_vals=vals)
+                  outlier_rows=rows64, outlier_cols=cols.astype(np.int64), outlier_vals=vals,
+                  smooth=smooth)

@@ -104,13 +104,15 @@ def hessians(specs, tokens=TOKENS, seed=SEED):
 
 
 def quantize_model(model="llama7b", method=None, seed=SEED, tokens=TOKENS, device="cpu",
-                   progress=None, keep=None, timings=None):
+                   progress=None, keep=None, timings=None, smooth=False):
     """Quantize the synthetic `model` (a key of MODELS) layer by layer; returns a `QModel`.
 
     `progress(n)` gets the number of columns done; `keep(spec, w, h, qlayer)`, if given, is called
     per layer (the benchmarks use it to measure errors without keeping every weight); `timings`,
     if a dict, receives the seconds spent generating data ("generate": weights and activations),
-    building Hessians ("hessian") and quantizing ("quantize")."""
+    building Hessians ("hessian") and quantizing ("quantize"). `smooth`: migrate activation
+    outliers into the weights first (`quant.smooth`, statistics from the same calibration
+    tokens), for `pe.act_quant: smooth`."""
     from quant.gptq import Hessian
     from quant.layer import QModel
     from quant.method import Method, quantize_layer
@@ -131,13 +133,18 @@ def quantize_model(model="llama7b", method=None, seed=SEED, tokens=TOKENS, devic
             acc = Hessian(spec.k)
             acc.add(x)
             hs = {spec.group: acc.H}              # one input group at a time
+            amax = x.abs().amax(dim=0).numpy()
             del x, acc
             t["generate"] += t1 - t0
             t["hessian"] += time.perf_counter() - t1
         t0 = time.perf_counter()
         w = weight(spec, seed, i)
         t1 = time.perf_counter()
-        q = quantize_layer(method, w, hs[spec.group], spec.name, device, progress)
+        if smooth:
+            from quant.smooth import quantize_smoothed
+            q = quantize_smoothed(method, w, hs[spec.group], amax, spec.name, device, progress)
+        else:
+            q = quantize_layer(method, w, hs[spec.group], spec.name, device, progress)
         t["generate"] += t1 - t0
         t["quantize"] += time.perf_counter() - t1
         if keep is not None:
@@ -146,6 +153,9 @@ def quantize_model(model="llama7b", method=None, seed=SEED, tokens=TOKENS, devic
         del w
     meta = method.metadata()
     meta["settings"] = {**meta["settings"], "seed": seed, "calibration_tokens": tokens}
+    if smooth:
+        from quant.smooth import SMOOTH_ALPHA
+        meta["settings"]["smooth_alpha"] = SMOOTH_ALPHA
     return QModel(model=f"synthetic-{model}", quantizer=meta, layers=layers)
 
 

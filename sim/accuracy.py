@@ -143,6 +143,9 @@ def attach(model, qmodel, qfile, state, act_mode="int8"):
         if tuple(lin.weight.shape) != q.shape:
             raise UserError(f"{qfile}: layer `{name}` shape must be the checkpoint's "
                             f"{list(lin.weight.shape)}, not {list(q.shape)}")
+        if q.smooth is not None:        # its weights are W·diag(s), its inputs X / s
+            raise UserError(f"{qfile}: layer `{name}` must not carry SmoothQuant scales for "
+                            "`bitlut eval` in this version (it rounds X per token), not smooth")
         parent, _, leaf = target.rpartition(".")
         ql = QuantLinear(lin, q.dequant(), state, act_mode)
         setattr(model.get_submodule(parent) if parent else model, leaf, ql)

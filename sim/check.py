@@ -52,12 +52,21 @@ def run_layer(compiled, config, layer, x):
 
 def compare(layer, plan, x, xq, sx, y):
     """Metrics of the accelerator's `y` against the PyTorch reference on float `x` (and the
-    golden model on the quantized `xq`, `sx`): errors, the share of the bound used, passed."""
+    golden model on the quantized `xq`, `sx`): errors, the share of the bound used, passed.
+    Under `pe.act_quant` smooth (`plan.smooth`) the reference is fed what the host wrote, X
+    divided by the migration scales (the weights hold their inverse); under token_group (`sx`
+    [M, k-steps]) the bound takes each column's own scale."""
     from quant import reference
+    if plan.smooth is not None:
+        x = golden.smooth_activations(x, plan.smooth)
     y_ref = reference.reference_matmul(x, layer.dequant()).numpy()
     groups = len(plan.ksteps)
     per_row = (int(np.bincount(layer.outlier_rows).max()) if layer.n_outliers else 0)
-    tol = golden.reference_tolerance(x, hardware_weight_abs(layer, plan), sx, groups, per_row)
+    col_sx = sx
+    if np.ndim(sx) == 2:
+        col_sx = np.asarray(sx)[:, _kstep_of_col(plan)]
+    tol = golden.reference_tolerance(x, hardware_weight_abs(layer, plan), col_sx, groups,
+                                     per_row)
     if layer.kind == "codebook":
         lay = codebook_layout(layer.bits, plan.block_size)
         tol = tol + golden.centroid_tolerance(x, plan.block_scale[lay.block_of_col])
@@ -73,6 +82,17 @@ def compare(layer, plan, x, xq, sx, y):
     }
     metrics["passed"] = metrics["within_tolerance"] and metrics["bit_exact_golden"]
     return metrics
+
+
+def _kstep_of_col(plan, lowered=False):
+    """The k-step of every original column [K] (or, `lowered`, of every lowered column [kp];
+    padding columns get their k-step too)."""
+    if lowered:
+        return np.repeat(np.arange(len(plan.ksteps)), [ks.width for ks in plan.ksteps])
+    out = np.zeros(plan.k, np.int64)
+    for ks in plan.ksteps:
+        out[ks.cols] = ks.index
+    return out
 
 
 def golden_output(plan, xq, sx, outliers=True):
@@ -95,7 +115,14 @@ def golden_output(plan, xq, sx, outliers=True):
     p = np.stack(parts, axis=-1)
     scales = plan.scales if plan.kind == "uniform" else plan.block_scale
     corr = None
+    grouped = np.ndim(sx) == 2          # token_group: [M, k-steps]
     if outliers and plan.ol_vals is not None and len(plan.ol_vals):
         ol = golden.Outliers(plan.ol_rows, plan.ol_cols, plan.ol_vals)
-        corr = golden.outlier_correction(xl, ol, plan.n)
+        if grouped:
+            corr = golden.outlier_correction_grouped(xl, ol, plan.n,
+                                                     _kstep_of_col(plan, lowered=True))
+        else:
+            corr = golden.outlier_correction(xl, ol, plan.n)
+    if grouped:
+        return golden.epilogue_grouped(p, scales, sx, corr)
     return golden.epilogue(p, scales, sx, corr)

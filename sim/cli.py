@@ -1,5 +1,6 @@
 """`bitlut sim`: the headline command (`make sim LAYER=llama7b.q`)."""
 
+import dataclasses
 import json
 import sys
 
@@ -22,6 +23,10 @@ def register(sub):
     p.add_argument("--wbits", default=2, help="weight bits of --gemm (uniform, 1 to 8)",
                    type=checks.arg(checks.integer, "--wbits", min(UNIFORM_BITS),
                                    max(UNIFORM_BITS)))
+    p.add_argument("--act-quant", metavar="MODE",
+                   help="override the config's pe.act_quant: token (one int8 scale per token "
+                        "row), token_group (one per row and k-step), smooth (SmoothQuant scales "
+                        "from the .q file); docs/numerics.md section 1")
     p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers")
     p.add_argument("--blocks", type=int, metavar="N",
                    help="the model's block count: adds the model's figure for its linear layers "
@@ -108,6 +113,8 @@ def sim_cmd(args):
     from reports.sim_report import print_report, roofline_rows
     from sim.driver import simulate_layer, summarize
     cfg = config.load(args.arch)
+    if args.act_quant:
+        cfg = cfg.replace(pe=dataclasses.replace(cfg.pe, act_quant=args.act_quant))
     settings = None
     if args.gemm:
         m, layer = _gemm_layer(args.gemm, args.wbits)
@@ -226,6 +233,8 @@ def exec_cmd(args):
     from sim.executor import Executor
 
     cfg = config.load(args.arch)
+    if args.rtl:            # refused before anything runs, not a mismatch after
+        config.require_rtl_numerics(cfg, f"--rtl {args.rtl}")
     prog = Program.load(args.prog)
     # a racy program's outputs depend on timing: refused, so that what exec compares is defined
     ex = Executor(cfg, prog, races=True)

@@ -18,9 +18,8 @@ import numpy as np
 
 from arch import roofline, timing
 from compiler import tiling as tiling_mod
-from compiler.lower import lower, write_inputs
+from compiler.lower import host_activations, lower, write_inputs
 from compiler.plan import plan_layer, weight_bits_total
-from sim import golden
 from sim.check import compare, sample_activations
 from sim.cycle import simulate
 
@@ -114,8 +113,9 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     n, k = layer.shape
     kind = layer.kind
     bits = float(np.mean(layer.bits))
+    groups = len(compiled_full.plan.ksteps) if config.pe.act_quant == "token_group" else 1
     bound = roofline.layer_bound(config, m, n, k, kind, layer.bits,
-                                 roofline.stored_weight_bytes(layer))
+                                 roofline.stored_weight_bytes(layer), scale_groups=groups)
     energy_j = timing.energy_pj(config, events, cycles) * 1e-12
     report = {
         "name": layer.name, "shape": [n, k], "tokens": m, "kind": kind,
@@ -134,7 +134,7 @@ def simulate_layer(layer, config, m, seed=0, check=True, trace=None, full=False,
     }
     if check:
         xs = x[:rows_checked]
-        xq, sx = golden.quantize_activations(xs)
+        xq, sx = host_activations(compiled_full.plan, config.pe.act_quant, xs)
         report["check"] = compare(check_layer, compiled_full.plan, xs, xq, sx, y)
         report["check"]["rows"] = rows_checked
         report["check"]["outputs"] = check_layer.shape[0]

@@ -409,6 +409,12 @@ class Executor:
                 corr = corr >> 1
             p = corr
         y = param["scale"].astype(np.float32)[None, :] * p.astype(np.float32)
+        if a["rowscale"]:
+            # pe.act_quant token_group: the k-step's own activation scale per row, folded in
+            at = a["param"] + image.rowscale_offset(deq is Deq.BLOCK, n)
+            rs = self._mem(i, insn, "param", Buffer.SCALE, at, (rows,), ROW_SCALE)
+            y = y * rs[:, None]
+            self.stats.vector_ops += rows * n
         out = self._mem(i, insn, "out", Buffer.OUT, a["out"], (rows, n), OUT)
         if a["first"]:
             out[...] = y

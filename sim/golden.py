@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from arch.config import (  # noqa: F401  (the domains are part of this module's interface)
+    ACT_QUANTS,
     CENTROID_BITS,
     CODEBOOK_BITS,
     LUT_GROUPS,
@@ -45,8 +46,10 @@ from arch.numerics import (  # noqa: F401  (re-exported: the golden model's own 
     one_of,
     positive_int,
     quantize_activations,
+    quantize_activations_grouped,
     quantize_codebooks,
     restore_index,
+    smooth_activations,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -494,36 +497,104 @@ def epilogue(partials, scales, sx, correction=None):
     return np.asarray(sx, np.float32)[:, None] * y
 
 
+def outlier_correction_grouped(xq, outliers, n, group_of_col):
+    """`{j: O_j [M, n]}` for every column group j that holds an outlier: `outlier_correction` of
+    the entries whose column lies in group j (their list order kept), for `pe.act_quant:
+    token_group`, where each group's codes have their own scale. `group_of_col [K]`."""
+    group_of_col = int_array("group_of_col", group_of_col, 1)
+    cols = int_array("outliers.cols", outliers.cols, 1)
+    out = {}
+    for j in np.unique(group_of_col[cols]):
+        sel = group_of_col[cols] == j
+        out[int(j)] = outlier_correction(
+            xq, Outliers(np.asarray(outliers.rows)[sel], cols[sel],
+                         np.asarray(outliers.values)[sel]), n)
+    return out
+
+
+def epilogue_grouped(partials, scales, sx, corrections=None):
+    """The vector unit under `pe.act_quant: token_group`, float32 in a fixed order: each group's
+    activation scale is folded into its dequantization,
+
+        y = 0.0f
+        for j = 0 … J−1:  y = y + (float32(s[n,j])·float32(P[m,n,j]))·sx[m,j]
+                          if j has outliers: y = y + O_j[m,n]·sx[m,j]
+
+    with no final row scale. `sx [M, J]`; `corrections` `{j: O_j [M, N]}` from
+    `outlier_correction_grouped`; otherwise as `epilogue`. Returns `[M, N]` float32.
+    """
+    p = np.asarray(partials)
+    m, n, j = p.shape
+    s = np.asarray(scales, dtype=np.float32)
+    if s.ndim == 1:
+        s = np.broadcast_to(s[None, :], (n, len(s)))
+    check_shape("scales", s, (n, j))
+    sx = np.asarray(sx, np.float32)
+    check_shape("sx", sx, (m, j))
+    corrections = corrections or {}
+    y = np.zeros((m, n), np.float32)
+    for i in range(j):
+        y = y + (s[None, :, i] * p[:, :, i].astype(np.float32)) * sx[:, i, None]
+        if i in corrections:
+            y = y + np.asarray(corrections[i], np.float32) * sx[:, i, None]
+    return y
+
+
+def _activations(x, act_quant, group_of_col, smooth):
+    """(xq, sx) of `x` under `act_quant`; `group_of_col [K]` the column groups (token_group)."""
+    one_of("act_quant", act_quant, ACT_QUANTS)
+    if act_quant == "smooth":
+        if smooth is None:
+            raise ValueError("`smooth` must be given for act_quant smooth, not None")
+        return quantize_activations(smooth_activations(x, smooth))
+    if act_quant == "token_group":
+        groups = [np.nonzero(group_of_col == j)[0] for j in range(int(group_of_col.max()) + 1)]
+        return quantize_activations_grouped(x, groups)
+    return quantize_activations(x)
+
+
+def _finish(p, scales, sx, xq, outliers, act_quant, group_of_col):
+    if act_quant == "token_group":
+        corr = (None if outliers is None
+                else outlier_correction_grouped(xq, outliers, p.shape[1], group_of_col))
+        return epilogue_grouped(p, scales, sx, corr)
+    corr = None if outliers is None else outlier_correction(xq, outliers, p.shape[1])
+    return epilogue(p, scales, sx, corr)
+
+
 # --------------------------------------------------------------------------------------------------
 # whole layers
 
 
 def uniform_matmul(x, q, scales, zeros, bits, group_size, pe="lut", g=4, symmetric=True,
-                   outliers=None, fast=False):
+                   outliers=None, fast=False, act_quant="token", smooth=None):
     """`Y = X·Wᵀ` for uniform weights through one PE path (or `fast`), float32 `[M, N]`.
 
     `x [M, K]` float; `q [N, K]`, `zeros [N, J]` integers; `scales [N, J]` float32; `outliers` an
-    optional `Outliers`. Quantizes `x` (`quantize_activations`), computes P, then `epilogue`.
+    optional `Outliers`. Quantizes `x` as `act_quant` says (`token`: `quantize_activations`;
+    `token_group`: one scale per row and scale group; `smooth`: `x / smooth` per token, the
+    weights being the smoothed ones), computes P, then `epilogue` (`epilogue_grouped`).
     """
-    xq, sx = quantize_activations(x)
+    k = np.asarray(x).shape[-1]
+    group_of_col = np.arange(k) // (group_size or k)
+    xq, sx = _activations(x, act_quant, group_of_col, smooth)
     if fast:
         xq, q, zeros, group_size = _check_uniform(xq, q, zeros, bits, group_size, UNIFORM_BITS)
         p = fast_partials(xq, decode_uniform(q, zeros, group_size), group_size)
     else:
         p = uniform_partials(xq, q, zeros, bits, group_size, pe, g, symmetric)
-    corr = None if outliers is None else outlier_correction(xq, outliers, p.shape[1])
-    return epilogue(p, scales, sx, corr)
+    return _finish(p, scales, sx, xq, outliers, act_quant, group_of_col)
 
 
 def codebook_matmul(x, codes, cq, block_scale, bits, block_size, pe="lut", index_bits=4,
-                    centroid_bits=8, outliers=None, fast=False):
+                    centroid_bits=8, outliers=None, fast=False, act_quant="token", smooth=None):
     """`Y = X·Wᵀ` for CLAQ codebook weights, float32 `[M, N]`; arguments as `codebook_partials`,
-    `block_scale [nblocks]` from `quantize_codebooks`."""
-    xq, sx = quantize_activations(x)
+    `block_scale [nblocks]` from `quantize_codebooks`; `act_quant` as `uniform_matmul`, the
+    token_group groups being the blocks."""
+    group_of_col = codebook_layout(bits, block_size).block_of_col
+    xq, sx = _activations(x, act_quant, group_of_col, smooth)
     parts = codebook_partials(xq, codes, cq, bits, block_size, pe, index_bits, centroid_bits, fast)
-    p = parts.stacked()
-    corr = None if outliers is None else outlier_correction(xq, outliers, p.shape[1])
-    return epilogue(p, block_scale, sx, corr)
+    return _finish(parts.stacked(), block_scale, sx, xq, outliers, act_quant, group_of_col)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,7 +679,8 @@ def reference_tolerance(x, w_abs, sx, n_groups, n_outliers=0):
     """Per-element bound on `|y_golden − y_ref|`, `[M, N]` float64 (derivation: docs/numerics.md).
 
     `x [M, K]` the float activations; `w_abs [N, K]` the magnitude of every weight summand
-    (`|dequant(W)| + |S|`); `sx [M]`; `n_groups` J; `n_outliers` the most outliers in one row.
+    (`|dequant(W)| + |S|`); `sx [M]`, or `[M, K]` the scale of each activation (`token_group`:
+    its group's); `n_groups` J; `n_outliers` the most outliers in one row.
     Bound = `(1 + 2^-15)·(sx/2)·Σ_k w_abs` (activation rounding) `+ γ·A`, with
     `A = Σ_k |x|·w_abs + (sx/2)·Σ_k w_abs` and `γ = 2·1.01·(K + J + n_outliers + 8)·2^-24`: the
     float32 rounding of the reference matmul (any order, FMA or not) and of the epilogue, with a
@@ -616,7 +688,11 @@ def reference_tolerance(x, w_abs, sx, n_groups, n_outliers=0):
     """
     x = np.abs(np.asarray(x, np.float64))
     w = np.asarray(w_abs, np.float64)
-    half = np.asarray(sx, np.float64)[:, None] / 2 * w.sum(axis=1)[None, :]
+    sx = np.asarray(sx, np.float64)
+    if sx.ndim == 2:        # Σ_k (sx[m, k] / 2)·w_abs[n, k]
+        half = (sx / 2) @ w.T
+    else:
+        half = sx[:, None] / 2 * w.sum(axis=1)[None, :]
     k = x.shape[1]
     gamma = 2 * 1.01 * (k + n_groups + n_outliers + 8) * UNIT_ROUNDOFF
     return (1 + 2.0**-15) * half + gamma * (x @ w.T + half)

@@ -2,6 +2,7 @@
 kernels and within the stated tolerance of the PyTorch reference."""
 
 import dataclasses
+import zlib
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from arch.program import Program
 from compiler.lower import lower, write_inputs
 from compiler.plan import LoweringError
 from compiler.tiling import Tiling
-from quant import reference
+from quant import reference, smooth
 from quant.random_layer import codebook_layer, uniform_layer
 from sim import golden
 from sim.executor import ExecError, Executor
@@ -19,11 +20,24 @@ from sim.executor import ExecError, Executor
 CONFIGS = {name: config.load(name) for name in ("lut", "bitserial", "mac")}
 
 
+def with_act_quant(cfg, act):
+    """`cfg` with `pe.act_quant = act` (validated again)."""
+    return cfg.replace(pe=dataclasses.replace(cfg.pe, act_quant=act))
+
+
 def execute(compiled, cfg):
     ex = Executor(cfg, compiled.program)
     ex.run()
     compiled.program.dram = ex.dram
     return compiled.program.read("y"), ex.stats
+
+
+def golden_groups(layer, block_size):
+    """The token_group column groups from the golden model's own layout: scale groups of
+    uniform weights, CLAQ blocks of codebook weights. Returns `group_of_col [K]`."""
+    if layer.kind == "uniform":
+        return np.arange(layer.shape[1]) // layer.group_size
+    return golden.codebook_layout(layer.bits, block_size).block_of_col
 
 
 def golden_kernels(layer, compiled, cfg, xq, sx):
@@ -41,11 +55,18 @@ def golden_kernels(layer, compiled, cfg, xq, sx):
                                          centroid_bits=cfg.pe.centroid_bits)
         p, scales = parts.stacked(), plan.block_scale
     corr = None
-    if layer.n_outliers:
-        # the hardware adds outliers in lowered-column order (the plan's list order)
-        corr = golden.outlier_correction(plan.lower_activations(xq),
-                                         golden.Outliers(plan.ol_rows, plan.ol_cols,
-                                                         plan.ol_vals), layer.shape[0])
+    # the hardware adds outliers in lowered-column order (the plan's list order)
+    ol = golden.Outliers(plan.ol_rows, plan.ol_cols, plan.ol_vals) if layer.n_outliers else None
+    if cfg.pe.act_quant == "token_group":
+        if ol is not None:
+            group = np.zeros(plan.kp, np.int64)
+            valid = plan.src_col >= 0
+            group[valid] = golden_groups(layer, plan.block_size)[plan.src_col[valid]]
+            corr = golden.outlier_correction_grouped(plan.lower_activations(xq), ol,
+                                                     layer.shape[0], group)
+        return golden.epilogue_grouped(p, scales, sx, corr)
+    if ol is not None:
+        corr = golden.outlier_correction(plan.lower_activations(xq), ol, layer.shape[0])
     return golden.epilogue(p, scales, sx, corr)
 
 
@@ -66,19 +87,33 @@ CASES = [
 @pytest.mark.parametrize("fmt,shape,bits,outliers", CASES,
                          ids=[f"{c[0]}-{c[1][0]}x{c[1][1]}-b{c[2]}-o{c[3]}" for c in CASES])
 @pytest.mark.parametrize("m", [1, 7])
-def test_program_matches_golden_and_reference(pe, fmt, shape, bits, outliers, m):
-    cfg = CONFIGS[pe]
-    seed = hash((pe, fmt, shape, str(bits), outliers, m)) % 2**32
+@pytest.mark.parametrize("act", config.ACT_QUANTS)
+def test_program_matches_golden_and_reference(pe, fmt, shape, bits, outliers, m, act):
+    cfg = with_act_quant(CONFIGS[pe], act)
+    seed = zlib.crc32(repr((pe, fmt, shape, bits, outliers, m, act)).encode())
+    print(f"seed {seed}")
     rng = np.random.default_rng(seed)
     n, k = shape
     if fmt == "uniform":
         layer = uniform_layer(rng, n, k, bits, group_size=32, outliers=outliers)
     else:
         layer = codebook_layer(rng, n, k, bits, outliers=outliers)
-    compiled = lower(layer, cfg, m)
     x = rng.standard_normal((m, k)).astype(np.float32)
     x[:, rng.integers(0, k)] *= 20                     # an outlier activation channel
+    if act == "smooth":     # migration scales as SmoothQuant would pick them for this x
+        layer = dataclasses.replace(layer, smooth=smooth.smooth_scales(
+            np.abs(x).max(axis=0), np.ones(k)))
+    compiled = lower(layer, cfg, m)
     xq, sx = write_inputs(compiled, x)
+    # the host's quantization is the golden model's, with its own column groups
+    if act == "token_group":
+        group = golden_groups(layer, compiled.plan.block_size)
+        want = golden.quantize_activations_grouped(
+            x, [np.nonzero(group == j)[0] for j in range(group.max() + 1)])
+    else:
+        want = golden.quantize_activations(
+            golden.smooth_activations(x, layer.smooth) if act == "smooth" else x)
+    assert np.array_equal(xq, want[0]) and np.array_equal(sx, want[1]), f"seed {seed}"
     image = compiled.program.dram.copy()
     y, stats = execute(compiled, cfg)
     assert np.array_equal(y, golden_kernels(layer, compiled, cfg, xq, sx)), f"seed {seed}"
@@ -110,9 +145,14 @@ def test_program_matches_golden_and_reference(pe, fmt, shape, bits, outliers, m)
     if outliers:
         w = reference.add_outliers(w, layer.outlier_rows, layer.outlier_cols,
                                    layer.outlier_vals.astype(np.float32))
-    y_ref = reference.reference_matmul(x, w).numpy()
+    # the reference sees what the host wrote: X / smooth under `smooth` (the weights hold the
+    # migration); token_group's bound takes each column's own activation scale
+    xr = golden.smooth_activations(x, layer.smooth) if act == "smooth" else x
+    y_ref = reference.reference_matmul(xr, w).numpy()
     w_abs = np.abs(w.numpy())
-    tol = golden.reference_tolerance(x, w_abs, sx, groups, outliers)
+    if act == "token_group":
+        sx = sx[:, golden_groups(layer, plan.block_size)]
+    tol = golden.reference_tolerance(xr, w_abs, sx, groups, outliers)
     assert np.all(np.abs(y - y_ref) <= tol), f"seed {seed}"
     assert stats.insns["finish"] == 0 and sum(stats.insns.values()) == len(
         compiled.program.words) - 1

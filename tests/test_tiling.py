@@ -5,6 +5,8 @@ model's exactly (both price each instruction by `arch.timing`'s closed forms, on
 the program, the other in closed form over the loop nest), and the estimate's cycles, the
 slowest unit, bound SimPy's from below."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -31,9 +33,11 @@ def _layer(fmt, shape, bits, outliers, seed):
     return codebook_layer(rng, n, k, bits, outliers=outliers)
 
 
+@pytest.mark.parametrize("act_quant", ["token", "token_group"])
 @pytest.mark.parametrize("pe", ["lut", "bitserial", "mac"])
-def test_estimate_prices_every_unit_as_the_cycle_model(pe):
+def test_estimate_prices_every_unit_as_the_cycle_model(pe, act_quant):
     cfg = config.load(pe)
+    cfg = cfg.replace(pe=dataclasses.replace(cfg.pe, act_quant=act_quant))
     work = timing.MATMUL_COUNTER[MATMUL_OPCODE[pe]]
     worst = 0.0
     for i, (fmt, shape, bits, outliers) in enumerate(CASES):
