@@ -11,8 +11,9 @@
 - `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
   justified there); lint failures are reported and make the command fail;
 - `synth/<design>_{ecp5,xilinx,cmos}.json`: Yosys `stat -json` after `synth_ecp5`,
-  `synth_xilinx -family xc7 -flatten` and the generic `synth` + `dffunmap` + `abc -g cmos2` (the
-  `stat -tech cmos` transistor count, an ASIC area proxy; flops count 16 transistors each).
+  `synth_xilinx -family xc7` (which keeps the hierarchy: the figures are its totals) and the
+  generic `synth` + `dffunmap` + `abc -g cmos2` (the `stat -tech cmos` transistor count, an
+  ASIC area proxy; flops count 16 transistors each).
   The core is synthesized for the FPGAs only (`CORE_TARGETS`) and only when its scratchpads
   can fit the part (`core_skip`: an ASIC-sized config is reported with its block RAM estimate
   instead); every buffer is block RAM (`scratchpad_table`), and the mapping Yosys chose for each
@@ -148,7 +149,7 @@ def lint(path, name, log_dir):
 _PREP = "hierarchy -top {top}; proc; splitnets; "
 _SCRIPTS = {
     "ecp5": _PREP + "synth_ecp5 -top {top} -json {net}",
-    "xilinx": _PREP + "synth_xilinx -family xc7 -flatten -top {top}",
+    "xilinx": _PREP + "synth_xilinx -family xc7 -top {top}",
     "cmos": "synth -top {top}; dffunmap; abc -g cmos2; opt_clean",
 }
 
@@ -315,7 +316,9 @@ def place(net, top, freq_mhz, out_of_context=False):
     net = Path(net).resolve()
     report = net.parent / f"{top}_pnr.json"
     t0 = time.time()
-    extra = ["--out-of-context"] if out_of_context else []
+    # router2: router1 did not converge on the `ecp5` board core (62,825 wires still overused
+    # after 101,000 iterations, 25 minutes), router2 did in a few iterations
+    extra = ["--router", "router2"] + (["--out-of-context"] if out_of_context else [])
     proc = subprocess.run(nextpnr + ["--85k", "--package", "CABGA381", "--json", net.name,
                                      "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
                                      "--lpf-allow-unconstrained", "--seed", "1",
