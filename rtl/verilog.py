@@ -316,8 +316,9 @@ def place(net, top, freq_mhz, out_of_context=False):
     net = Path(net).resolve()
     report = net.parent / f"{top}_pnr.json"
     t0 = time.time()
-    # router2: router1 did not converge on the `ecp5` board core (62,825 wires still overused
-    # after 101,000 iterations, 25 minutes), router2 did in a few iterations
+    # router2: on the `ecp5` board core router1 still had 62,825 overused wires after 101,000
+    # iterations (25 minutes); router2 was down to 19,608 after 7 (neither finished, on a
+    # loaded machine: docs/rtl.md)
     extra = ["--router", "router2"] + (["--out-of-context"] if out_of_context else [])
     proc = subprocess.run(nextpnr + ["--85k", "--package", "CABGA381", "--json", net.name,
                                      "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
