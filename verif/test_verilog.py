@@ -42,7 +42,10 @@ def _lint_clean(arch, tmp_path):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("kind", ["lut", "bitserial", "mac"])
+# lut in `make test`, the other kinds in `make test-slow`: each exports and lints the core and
+# the shell around it (about a minute a kind), and `make test` must stay under 25 minutes
+@pytest.mark.parametrize("kind", ["lut", pytest.param("bitserial", marks=pytest.mark.slow),
+                                  pytest.param("mac", marks=pytest.mark.slow)])
 def test_small_config_exports_lint_clean_verilog(kind, tmp_path):
     path = tmp_path / f"{kind}.yaml"
     raw = yaml.safe_load((config.CONFIG_DIR / f"{kind}.yaml").read_text())
