@@ -85,18 +85,18 @@ def export(cfg, out_dir, names=None):
 def scratchpad_table(scratchpads, name):
     """`{buffer: {...}}` of the scratchpads `{buffer: Scratchpad}` of an elaborated design
     `name` (the core's `Core.scratchpads`): bytes, word bytes, read and write ports, the module's
-    name in the Verilog, the block RAM copies it needs and the bits they hold. Yosys maps a
-    memory with one write port to block RAM, replicated once per read port (measured:
-    `verif/test_verilog.py`); a bank with N > 1 writers is N such memories, each read by every
-    reader and by the other N - 1 writers (`rtl.scratchpad._bank`), so a bank takes
-    `copies = max(1, N) * (readers + N - 1)` block RAM copies."""
+    name in the Verilog, the depth of each of its two banks and the block RAM copies of a bank
+    it needs. Yosys maps a memory with one write port to block RAM, replicated once per read
+    port (measured: `verif/test_verilog.py`); a bank with N > 1 writers is N such memories, each
+    read by every reader and by the other N - 1 writers (`rtl.scratchpad._bank`), so a bank
+    takes `copies = max(1, N) * (readers + N - 1)` block RAM copies."""
     table = {}
     for key, sp in scratchpads.items():
         n, r = len(sp.writers), len(sp.readers)
         copies = max(1, n) * (r + max(0, n - 1))
         table[key] = {"bytes": sp.nbytes, "word_bytes": sp.word, "readers": r, "writers": n,
-                      "module": f"{name}.spad_{key}", "copies": copies,
-                      "ram_bits": copies * 2 * sp.bank_depth * 8 * sp.word}
+                      "module": f"{name}.spad_{key}", "bank_depth": sp.bank_depth,
+                      "copies": copies}
     return table
 
 
@@ -120,7 +120,7 @@ def bram_estimate(table):
     upper bound on block RAM; it tells before a synthesis whether the buffers can fit a part."""
     total = 0
     for sp in table.values():
-        depth, width = -(-sp["bytes"] // (2 * sp["word_bytes"])), 8 * sp["word_bytes"]
+        depth, width = sp["bank_depth"], 8 * sp["word_bytes"]
         one = min(-(-depth // d) * -(-width // w) for d, w in _BRAM_SHAPES)
         total += 2 * sp["copies"] * one
     return total
