@@ -474,6 +474,18 @@ def outlier_correction(xq, outliers, n):
     return out
 
 
+def _partials_and_scales(partials, scales):
+    """`partials [M, N, J]` as an array and `scales` as float32 `[N, J]` (a codebook's block
+    scales `[J]` broadcast over the outputs), checked against the partials' shape."""
+    p = np.asarray(partials)
+    _, n, j = p.shape
+    s = np.asarray(scales, dtype=np.float32)
+    if s.ndim == 1:
+        s = np.broadcast_to(s[None, :], (n, len(s)))
+    check_shape("scales", s, (n, j))
+    return p, s
+
+
 def epilogue(partials, scales, sx, correction=None):
     """The vector unit, float32 in a fixed order (the definition every backend matches bit for bit).
 
@@ -483,12 +495,8 @@ def epilogue(partials, scales, sx, correction=None):
     `sx [M]`. int→float32 and every product and sum round to nearest even; no fused multiply-add.
     Returns `[M, N]` float32.
     """
-    p = np.asarray(partials)
+    p, s = _partials_and_scales(partials, scales)
     m, n, j = p.shape
-    s = np.asarray(scales, dtype=np.float32)
-    if s.ndim == 1:
-        s = np.broadcast_to(s[None, :], (n, len(s)))
-    check_shape("scales", s, (n, j))
     y = np.zeros((m, n), np.float32)
     for i in range(j):
         y = y + s[None, :, i] * p[:, :, i].astype(np.float32)
@@ -523,12 +531,8 @@ def epilogue_grouped(partials, scales, sx, corrections=None):
     with no final row scale. `sx [M, J]`; `corrections` `{j: O_j [M, N]}` from
     `outlier_correction_grouped`; otherwise as `epilogue`. Returns `[M, N]` float32.
     """
-    p = np.asarray(partials)
+    p, s = _partials_and_scales(partials, scales)
     m, n, j = p.shape
-    s = np.asarray(scales, dtype=np.float32)
-    if s.ndim == 1:
-        s = np.broadcast_to(s[None, :], (n, len(s)))
-    check_shape("scales", s, (n, j))
     sx = np.asarray(sx, np.float32)
     check_shape("sx", sx, (m, j))
     corrections = corrections or {}
