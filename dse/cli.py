@@ -94,7 +94,6 @@ def dse_cmd(args):
             summary = driver.run(sw, store, executor=args.executor, workers=args.workers,
                                  scheduler=args.scheduler, sim=False if args.no_sim else None,
                                  show_progress=tty)
-            store.set_manifest("last_run", {k: v for k, v in summary.items()})
             print(f"evaluated {summary['roofline_new']} points by the roofline, "
                   f"{summary['sim_new']} by SimPy in {summary['sim_rounds']} rounds "
                   f"({'front converged' if summary['converged'] else 'SimPy budget spent'}); "

@@ -207,7 +207,8 @@ def front_keys(sweep, points, table):
 def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
         show_progress=False, sim=None, log=print):
     """Run the sweep's ladder into `store` (resuming whatever it holds), with a progress bar
-    and ETA on stderr if `show_progress`. Returns a summary."""
+    and ETA on stderr if `show_progress`. Returns a summary, which it also records in the
+    store's manifest as `last_run`."""
     fn = fn or evaluate_mod.evaluate
     t0 = time.perf_counter()
     points = sweep.points(evaluate_mod.model_version())
@@ -255,6 +256,7 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
                                       f"sim round {rounds}")
         summary.update(sim_new=sim_new, sim_rounds=rounds, converged=converged)
     summary["seconds"] = time.perf_counter() - t0
+    store.set_manifest("last_run", dict(summary))      # the report's "Last run" line
     return summary
 
 
