@@ -294,10 +294,18 @@ class _Build:
 
     # -- fetch, decode, dispatch -----------------------------------------------------------
     def dispatcher(self):
+        """Fetch runs one word ahead of dispatch, so that a word's checks (legal fields,
+        extents inside their buffers: products of its fields) are computed in the cycle before
+        it is dispatched and registered, off the path from the program memory through the
+        dispatch decision back to its address. The register `word` holds word `pc` and its
+        check (`code`); the memory's read port has word `pc + 1`. While idle both track word
+        0 (the port reads address 0, transparent to host writes), and the start cycle moves
+        word 0 in and reads word 1: the timing contract is unchanged (word 0 is prefetched)."""
         m, core = self.m, self.core
         mem = Memory(shape=WORD_BITS, depth=core.prog_depth, init=[])
         m.submodules.prog = mem
-        wp, rp = mem.write_port(), mem.read_port()
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=(wp,))
         m.d.comb += [wp.addr.eq(core.prog_addr), wp.data.eq(core.prog_data),
                      wp.en.eq(core.prog_we & ~self.run_state)]
         pc = Signal(range(core.prog_depth + 1))
@@ -306,57 +314,77 @@ class _Build:
         advance = Signal()
         self.dispatch_stall = Signal()
         self.finishing = Signal()
-        word = rp.data
+        starting = core.start & ~self.run_state
+        word = Signal(WORD_BITS, name="dispatch_word")
+        code = Signal(ErrCode, name="dispatch_check")
         view = data.View(INSN, word)
         pc_next = Signal.like(pc)
-        m.d.comb += [pc_next.eq(Mux(advance, pc + 1, pc)), rp.addr.eq(pc_next), rp.en.eq(1)]
-        with m.If(core.start & ~self.run_state):
+        m.d.comb += pc_next.eq(Mux(advance, pc + 1, pc))
+        with m.If(starting):
             m.d.comb += pc_next.eq(0)
         m.d.sync += pc.eq(pc_next)
-        with m.If(core.start & ~self.run_state):
+        m.d.comb += [rp.en.eq(1),
+                     rp.addr.eq(Mux(self.run_state, pc_next + 1, Mux(starting, 1, 0)))]
+        with m.If(~self.run_state | advance):
+            m.d.sync += [word.eq(rp.data), code.eq(self._check(rp.data))]
+        with m.If(starting):
             m.d.sync += self.finished.eq(0)
         self.dispatch_fail = Signal(ErrCode)
         active = self.run_state & ~self.finished
         with m.If(active):
             with m.If(pc >= core.prog_len):
                 m.d.comb += self.dispatch_fail.eq(ErrCode.OVERRUN)
+            with m.Elif(code != ErrCode.NONE):
+                m.d.comb += self.dispatch_fail.eq(code)
             with m.Else():
                 with m.Switch(view.nop.op):
                     for op in Opcode:
                         with m.Case(op):
-                            self._dispatch_one(op, word, view, advance)
-                    with m.Default():
-                        m.d.comb += self.dispatch_fail.eq(ErrCode.ILLEGAL)
+                            self._dispatch_one(op, word, advance)
         m.d.comb += [core.trace_dispatch.index.eq(pc)]
 
-    def _dispatch_one(self, op, word, view, advance):
-        # The checks that cannot fail for `op` are left out in Python, not as constant
-        # conditions (Yosys writes an empty case arm for those, which is not Verilog).
+    def _check(self, word):
+        """The `ErrCode` that dispatching `word` stops the run with, `NONE` for a word that
+        can be dispatched: an illegal opcode or field, an extent outside its buffer, an opcode
+        this core does not run (in that order of precedence)."""
+        m = self.m
+        code = Signal(ErrCode, name="fetch_check")
+        view = data.View(INSN, word)
+        with m.Switch(view.nop.op):
+            for op in Opcode:
+                with m.Case(op):
+                    # The checks that cannot fail for `op` are left out in Python, not as
+                    # constant conditions (Yosys writes an empty case arm for those, which is
+                    # not Verilog).
+                    checks = [(~legal(word, op), ErrCode.ILLEGAL)]
+                    extent = self._in_range(op, getattr(view, op.name.lower()))
+                    if extent is not None:
+                        checks.append((~extent, ErrCode.RANGE))
+                    for k, (cond, err) in enumerate(checks):
+                        with (m.If if k == 0 else m.Elif)(cond):
+                            m.d.comb += code.eq(err)
+                    if not runs(op, self.cfg):
+                        with m.Else():
+                            m.d.comb += code.eq(ErrCode.UNSUPPORTED)
+            with m.Default():
+                m.d.comb += code.eq(ErrCode.ILLEGAL)
+        return code
+
+    def _dispatch_one(self, op, word, advance):
         m, core = self.m, self.core
-        fail = self.dispatch_fail
-        checks = [(~legal(word, op), ErrCode.ILLEGAL)]
-        extent = self._in_range(op, getattr(view, op.name.lower()))
-        if extent is not None:
-            checks.append((~extent, ErrCode.RANGE))
-        for k, (cond, code) in enumerate(checks):
-            with (m.If if k == 0 else m.Elif)(cond):
-                m.d.comb += fail.eq(code)
-        with m.Else():
-            if not runs(op, self.cfg):
-                m.d.comb += fail.eq(ErrCode.UNSUPPORTED)
-            elif op is Opcode.NOP:
-                m.d.comb += advance.eq(1)
-            elif op is Opcode.FINISH:
-                m.d.comb += self.finishing.eq(1)
-                m.d.sync += self.finished.eq(1)
-            else:
-                q = self.q[UNIT_OF[op]]
-                with m.If(q["room"]):
-                    m.d.comb += [advance.eq(1), q["we"].eq(1), q["entry"].word.eq(word),
-                                 q["entry"].index.eq(self.pc[:len(core.err_index)]),
-                                 core.trace_dispatch.valid.eq(1)]
-                with m.Else():
-                    m.d.comb += self.dispatch_stall.eq(1)
+        if op is Opcode.NOP:
+            m.d.comb += advance.eq(1)
+        elif op is Opcode.FINISH:
+            m.d.comb += self.finishing.eq(1)
+            m.d.sync += self.finished.eq(1)
+        elif runs(op, self.cfg):
+            q = self.q[UNIT_OF[op]]
+            with m.If(q["room"]):
+                m.d.comb += [advance.eq(1), q["we"].eq(1), q["entry"].word.eq(word),
+                             q["entry"].index.eq(self.pc[:len(core.err_index)]),
+                             core.trace_dispatch.valid.eq(1)]
+            with m.Else():
+                m.d.comb += self.dispatch_stall.eq(1)
 
     def _in_range(self, op, v):
         """1 when every scratchpad extent of the instruction lies inside its buffer (None for
