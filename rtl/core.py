@@ -299,13 +299,13 @@ class _Build:
         it is dispatched and registered, off the path from the program memory through the
         dispatch decision back to its address. The register `word` holds word `pc` and its
         check (`code`); the memory's read port has word `pc + 1`. While idle both track word
-        0 (the port reads address 0, transparent to host writes), and the start cycle moves
-        word 0 in and reads word 1: the timing contract is unchanged (word 0 is prefetched)."""
+        0 (the port reads address 0), and the start cycle moves word 0 in and reads word 1: the
+        timing contract is unchanged (word 0 is prefetched)."""
         m, core = self.m, self.core
         mem = Memory(shape=WORD_BITS, depth=core.prog_depth, init=[])
         m.submodules.prog = mem
         wp = mem.write_port()
-        rp = mem.read_port(transparent_for=(wp,))
+        rp = mem.read_port()
         m.d.comb += [wp.addr.eq(core.prog_addr), wp.data.eq(core.prog_data),
                      wp.en.eq(core.prog_we & ~self.run_state)]
         pc = Signal(range(core.prog_depth + 1))
@@ -325,8 +325,15 @@ class _Build:
         m.d.sync += pc.eq(pc_next)
         m.d.comb += [rp.en.eq(1),
                      rp.addr.eq(Mux(self.run_state, pc_next + 1, Mux(starting, 1, 0)))]
-        with m.If(~self.run_state | advance):
-            m.d.sync += [word.eq(rp.data), code.eq(self._check(rp.data))]
+        # A host write of word 0 goes straight into `word`: the read of address 0 in its cycle
+        # returns the old word (a transparent port keeps the memory out of block RAM), so that
+        # read is not taken in the next cycle (`stale`).
+        wrote0 = wp.en & (wp.addr == 0)
+        stale = Signal(name="fetch_stale")
+        m.d.sync += stale.eq(wrote0)
+        fetched = Mux(wrote0, core.prog_data, rp.data)
+        with m.If(wrote0 | (~self.run_state & ~stale) | advance):
+            m.d.sync += [word.eq(fetched), code.eq(self._check(fetched))]
         with m.If(starting):
             m.d.sync += self.finished.eq(0)
         self.dispatch_fail = Signal(ErrCode)
