@@ -55,12 +55,14 @@ class CoreDriver:
         self.log = {}
         self.event = event_layout(prog_depth)
 
-    def load_steps(self):
-        """The host's program writes, one a cycle: yields after setting each. The DRAM model
-        never fails, so the port's error inputs are held at 0."""
+    def load_steps(self, reverse=False):
+        """The host's program writes, one a cycle (word 0 first, or last with `reverse`, so
+        that it is written in the cycle before `start`): yields after setting each. The DRAM
+        model never fails, so the port's error inputs are held at 0."""
         self.set("rd_error", 0)
         self.set("wr_error", 0)
-        for i, w in enumerate(self.words):
+        order = list(enumerate(self.words))
+        for i, w in reversed(order) if reverse else order:
             self.set("prog_we", 1)
             self.set("prog_addr", i)
             self.set("prog_data", w)
@@ -110,10 +112,11 @@ class CoreDriver:
                        self.get("err_index"), self.log)
 
 
-def run_core(cfg, program, max_cycles=200_000, vcd=None):
+def run_core(cfg, program, max_cycles=200_000, vcd=None, reverse_load=False):
     """Run `program` (an `arch.program.Program`) on the core for `cfg` under the Amaranth
-    simulator; returns a `CoreRun`. Raises `ConfigError` (one line) for a `pe.act_quant` the
-    core does not implement."""
+    simulator, its words written in order (or word 0 last: `reverse_load`); returns a
+    `CoreRun`. Raises `ConfigError` (one line) for a `pe.act_quant` the core does not
+    implement."""
     from amaranth.sim import Simulator
 
     config.require_rtl_numerics(cfg)
@@ -132,7 +135,7 @@ def run_core(cfg, program, max_cycles=200_000, vcd=None):
         def set(name, value):
             ctx.set(flat[name], value)
         drv = CoreDriver(cfg, program, get, set, core.prog_depth)
-        for _ in drv.load_steps():
+        for _ in drv.load_steps(reverse_load):
             await ctx.tick()
         set("start", 1)
         await ctx.tick()

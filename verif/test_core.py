@@ -41,6 +41,17 @@ def test_finish_alone_takes_no_cycle():
     assert rtl.cycles == 0
 
 
+def test_word_0_written_in_the_cycle_before_start():
+    # Fetch reads word 0 ahead of the start (docs/core.md, Fetch and decode); a host write of
+    # word 0 in the cycle before `start` must still be the word the core runs, not the
+    # memory's old one (here 0, a `nop`).
+    prog = cp.MICRO["token"](CFG)
+    assert prog.words[0] != 0
+    rtl = core_tb.run_core(CFG, prog, reverse_load=True)
+    run, _ = core_tb.assert_agrees(CFG, prog, run=rtl)
+    assert run.cycles == core_tb.run_core(CFG, prog).cycles
+
+
 def test_nops_take_one_cycle_each():
     rtl, _ = micro("nops")
     assert rtl.cycles == 3
