@@ -197,6 +197,52 @@ def legal(word, op):
     return Cat(*ok).all() if ok else Const(1)
 
 
+class _Products:
+    """The products of an instruction word's fields that its extent checks multiply
+    (`_Build._in_range` and the units' `in_range`, through their `mul`), computed in the fetch
+    stage before the check and registered there: the chains of multipliers the checks need
+    would otherwise sit between the program memory and the check's register in one cycle.
+
+    The checks are elaborated twice with the same calls in the same order: once over the
+    fetched word to list the products (`values`), once over the registered word with `replay`,
+    whose `mul` returns the registered products one by one."""
+
+    def __init__(self, build, word):
+        self.word = word
+        self.shapes = []
+        self._values = []
+
+        def collect(a, b):
+            p = a * b
+            self.shapes.append(p.shape())
+            self._values.append(p)
+            return p
+        view = data.View(INSN, word)
+        for op in Opcode:
+            build._in_range(op, getattr(view, op.name.lower()), collect)
+        self.layout = data.StructLayout({"word": WORD_BITS, **{
+            f"p{i}": shape for i, shape in enumerate(self.shapes)}})
+
+    def stage(self, name):
+        """A register of one word and its products."""
+        return Signal(self.layout, name=name)
+
+    def values(self):
+        """The word and its products, as a value of `layout`."""
+        return Cat(self.word, *self._values)
+
+    def replay(self, stage):
+        """A `mul` that returns the products registered in `stage`, in the order they were
+        listed (and checks that each call is the one listed)."""
+        it = iter(enumerate(self.shapes))
+
+        def mul(a, b):
+            i, shape = next(it)
+            assert (a * b).shape() == shape, f"product {i}: {(a * b).shape()} vs {shape}"
+            return stage[f"p{i}"]
+        return mul
+
+
 class _Build:
     """The elaboration of one `Core`, one method per block of the diagram."""
 
@@ -294,13 +340,17 @@ class _Build:
 
     # -- fetch, decode, dispatch -----------------------------------------------------------
     def dispatcher(self):
-        """Fetch runs one word ahead of dispatch, so that a word's checks (legal fields,
-        extents inside their buffers: products of its fields) are computed in the cycle before
-        it is dispatched and registered, off the path from the program memory through the
-        dispatch decision back to its address. The register `word` holds word `pc` and its
-        check (`code`); the memory's read port has word `pc + 1`. While idle both track word
-        0 (the port reads address 0), and the start cycle moves word 0 in and reads word 1: the
-        timing contract is unchanged (word 0 is prefetched)."""
+        """Fetch runs two words ahead of dispatch (docs/core.md, Fetch and decode): a word's
+        check (legal fields, extents inside their buffers, an opcode this core runs) is
+        computed in two stages, the products of its fields in the first (`_Products`), the
+        sums, comparisons and the resulting `ErrCode` in the second, and registered, so none
+        of it lies on the path from the program memory through the dispatch decision back to
+        its address. In cycle t the register `word` holds word `pc` and its check (`code`),
+        `s1` word `pc + 1` and its products, and the memory's read port word `pc + 2`.
+
+        Words 0 and 1 have shadow copies (`sh0`, `sh1`: word and products), written with the
+        host's writes, from which the start cycle fills the stages, so that rule 1 holds
+        unchanged (cycle 0 dispatches word 0). While idle, `s1` holds word 0."""
         m, core = self.m, self.core
         mem = Memory(shape=WORD_BITS, depth=core.prog_depth, init=[])
         m.submodules.prog = mem
@@ -323,17 +373,27 @@ class _Build:
         with m.If(starting):
             m.d.comb += pc_next.eq(0)
         m.d.sync += pc.eq(pc_next)
-        m.d.comb += [rp.en.eq(1),
-                     rp.addr.eq(Mux(self.run_state, pc_next + 1, Mux(starting, 1, 0)))]
-        # A host write of word 0 goes straight into `word`: the read of address 0 in its cycle
-        # returns the old word (a transparent port keeps the memory out of block RAM), so that
-        # read is not taken in the next cycle (`stale`).
-        wrote0 = wp.en & (wp.addr == 0)
-        stale = Signal(name="fetch_stale")
-        m.d.sync += stale.eq(wrote0)
-        fetched = Mux(wrote0, core.prog_data, rp.data)
-        with m.If(wrote0 | (~self.run_state & ~stale) | advance):
-            m.d.sync += [word.eq(fetched), code.eq(self._check(fetched))]
+        m.d.comb += [rp.en.eq(1), rp.addr.eq(Mux(starting, 2, pc_next + 2))]
+
+        # stage 1: the products of the word from the memory, or of the host's word
+        fetched = Mux(wp.en, core.prog_data, rp.data)
+        products = _Products(self, fetched)
+        s1, sh0, sh1 = (products.stage(name) for name in ("fetch_s1", "fetch_sh0", "fetch_sh1"))
+        new = products.values()
+        with m.If(wp.en & (wp.addr == 0)):
+            m.d.sync += [sh0.eq(new), s1.eq(new)]
+        with m.Elif(wp.en & (wp.addr == 1)):
+            m.d.sync += sh1.eq(new)
+        with m.Elif(starting):
+            m.d.sync += s1.eq(sh1)
+        with m.Elif(~self.run_state):
+            m.d.sync += s1.eq(sh0)
+        with m.Elif(advance):
+            m.d.sync += s1.eq(new)
+        # stage 2: the check of the word in s1, from its products
+        with m.If(starting | advance):
+            m.d.sync += [word.eq(s1.word), code.eq(self._check(s1.word, products.replay(s1)))]
+
         with m.If(starting):
             m.d.sync += self.finished.eq(0)
         self.dispatch_fail = Signal(ErrCode)
@@ -350,13 +410,15 @@ class _Build:
                             self._dispatch_one(op, word, advance)
         m.d.comb += [core.trace_dispatch.index.eq(pc)]
 
-    def _check(self, word):
+    def _check(self, word, mul):
         """The `ErrCode` that dispatching `word` stops the run with, `NONE` for a word that
         can be dispatched: an illegal opcode or field, an extent outside its buffer, an opcode
-        this core does not run (in that order of precedence)."""
+        this core does not run (in that order of precedence); `mul` gives the products of its
+        fields."""
         m = self.m
         code = Signal(ErrCode, name="fetch_check")
         view = data.View(INSN, word)
+        extents = {op: self._in_range(op, getattr(view, op.name.lower()), mul) for op in Opcode}
         with m.Switch(view.nop.op):
             for op in Opcode:
                 with m.Case(op):
@@ -364,9 +426,8 @@ class _Build:
                     # constant conditions (Yosys writes an empty case arm for those, which is
                     # not Verilog).
                     checks = [(~legal(word, op), ErrCode.ILLEGAL)]
-                    extent = self._in_range(op, getattr(view, op.name.lower()))
-                    if extent is not None:
-                        checks.append((~extent, ErrCode.RANGE))
+                    if extents[op] is not None:
+                        checks.append((~extents[op], ErrCode.RANGE))
                     for k, (cond, err) in enumerate(checks):
                         with (m.If if k == 0 else m.Elif)(cond):
                             m.d.comb += code.eq(err)
@@ -393,16 +454,16 @@ class _Build:
             with m.Else():
                 m.d.comb += self.dispatch_stall.eq(1)
 
-    def _in_range(self, op, v):
+    def _in_range(self, op, v, mul):
         """1 when every scratchpad extent of the instruction lies inside its buffer (None for
-        an instruction without extents)."""
+        an instruction without extents); `mul` gives the products of its fields."""
         cfg = self.cfg
         if op in (Opcode.LOAD, Opcode.STORE):
             caps = Array(Const(cfg.sram.bytes(b.name.lower()), 32) for b in Buffer)
-            return v.sram + v.rows * v.row_bytes <= caps[v.buf.as_value()]
+            return v.sram + mul(v.rows, v.row_bytes) <= caps[v.buf.as_value()]
         for unit in UNIT_MODULES:
             if op in unit.OPCODES:
-                return unit.in_range(op, v, cfg)
+                return unit.in_range(op, v, cfg, mul)
         return None
 
     # -- dependency tokens -----------------------------------------------------------------

@@ -41,6 +41,8 @@ written in that cycle, the instruction's last. So an instruction of B beats take
 `OVERHEAD`.
 """
 
+import operator
+
 from amaranth.hdl import Cat, Const, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data
 
@@ -103,7 +105,8 @@ def _tiles(count, size):
 
 class _Geometry:
     """The sizes of matmul view `v` (`op`'s format) on `cfg`, as expressions of its fields
-    (`mma`: `ok`, `group_bytes` and `weight_bytes` only, what `in_range` reads).
+    (`mma`: `ok`, `group_bytes` and `weight_bytes` only, what `in_range` reads). `mul` forms
+    the products of fields (`rtl.core`'s fetch stage registers them, `in_range`).
 
     Members
     -------
@@ -117,7 +120,7 @@ class _Geometry:
         centroids [n, kgroups * g]).
     """
 
-    def __init__(self, op, v, cfg):
+    def __init__(self, op, v, cfg, mul=operator.mul):
         pe = cfg.pe
         uniform = v.mode == Mode.UNIFORM
         self.gather = Const(0)
@@ -127,8 +130,9 @@ class _Geometry:
             k = v.kgroups * pe.group
             self.ok = Mux(uniform, v.bits <= max(pe.weight_bits), 1)
             self.group_bytes = Const(pe.group * pe.act_bits // 8)
-            self.weight_bytes = Mux(uniform, (v.n * k * v.bits + 7) >> 3,
-                                    v.n * k * (pe.centroid_bits // 8))
+            nk = mul(v.n, k)
+            self.weight_bytes = Mux(uniform, (mul(nk, v.bits) + 7) >> 3,
+                                    nk * (pe.centroid_bits // 8))
             return
         if op is Opcode.LMMA:
             eb = cfg.table_entry_bytes
@@ -147,8 +151,10 @@ class _Geometry:
             self.lane_bits = Const(pe.group)
             self.lane_widths = [pe.group]
             self.gather = ~uniform
-        streamed = _tiles(v.n, pe.cols) * pe.cols * v.kgroups * self.planes * self.lane_bits
-        self.weight_bytes = Mux(self.gather, v.n * v.kgroups * self.centroid_row_bytes(cfg, 1),
+        streamed = mul(mul(mul(_tiles(v.n, pe.cols) * pe.cols, v.kgroups), self.planes),
+                       self.lane_bits)
+        self.weight_bytes = Mux(self.gather,
+                                mul(v.n, v.kgroups) * self.centroid_row_bytes(cfg, 1),
                                 (streamed + 7) >> 3)
 
     @staticmethod
@@ -157,15 +163,16 @@ class _Geometry:
         return kgroups * cfg.pe.group * cfg.pe.centroid_bits // 8
 
 
-def in_range(op, v, cfg):
+def in_range(op, v, cfg, mul=operator.mul):
     """1 when the matmul's source, weights and accumulators lie inside their buffers (and its
-    `bits` is one the array walks)."""
-    geo = _Geometry(op, v, cfg)
+    `bits` is one the array walks); `mul` forms the products of fields (`rtl.core`'s fetch
+    stage registers them)."""
+    geo = _Geometry(op, v, cfg, mul)
     src = "table" if op is Opcode.LMMA else "act"
     return (geo.ok
-            & (v.src + v.rows * v.kgroups * geo.group_bytes <= cfg.sram.bytes(src))
+            & (v.src + mul(mul(v.rows, v.kgroups), geo.group_bytes) <= cfg.sram.bytes(src))
             & (v.wgt + geo.weight_bytes <= cfg.sram.bytes("weight"))
-            & (v.dst + v.rows * v.n * ACC_BYTES <= cfg.sram.bytes("acc")))
+            & (v.dst + mul(v.rows, v.n) * ACC_BYTES <= cfg.sram.bytes("acc")))
 
 
 # -- the unit -----------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ A `tbl` on a config without a table unit (`pe.kind` other than `lut`) is out of 
 (`in_range` is 0): such a config has no table layout to check its extents against.
 """
 
+import operator
+
 from amaranth.hdl import Cat, Const, Mux, Signal, signed
 from amaranth.lib import data
 
@@ -83,29 +85,30 @@ def _by_mode(cfg, view, key):
     return value
 
 
-def in_range(op, v, cfg):
+def in_range(op, v, cfg, mul=operator.mul):
     """1 when the instruction's extents lie inside their scratchpads (and its code width is
     one the datapath has: `codebook_bits(cfg)` for a codebook `tbl`, `CODEBOOK_BITS` for
-    `cbx`)."""
+    `cbx`); `mul` forms the products of fields (`rtl.core`'s fetch stage registers them)."""
     if op is Opcode.TBL:
-        return _tbl_in_range(v, cfg)
+        return _tbl_in_range(v, cfg, mul)
     act, weight, cb = (cfg.sram.bytes(n) for n in ("act", "weight", "codebook"))
     if op is Opcode.GATHER:
-        return ((v.src + v.rows * v.cols <= act) & (v.dst + v.rows * v.cols <= act)
+        elements = mul(v.rows, v.cols)
+        return ((v.src + elements <= act) & (v.dst + elements <= act)
                 & (v.idx + 2 * v.cols <= cb))
     cbytes = cfg.pe.centroid_bits // 8
-    elements = v.n * v.cols
+    elements = mul(v.n, v.cols)
     return ((v.dst + elements * cbytes <= weight)
             & Cat(*((v.bits == b) & (v.src + ((elements * b + 7) >> 3) <= weight)
                     & (v.cb + v.cols * ((1 << b) * cbytes) <= cb)
                     for b in CODEBOOK_BITS)).any())
 
 
-def _tbl_in_range(v, cfg):
+def _tbl_in_range(v, cfg, mul):
     if cfg.pe.kind != "lut":
         return Const(0)
     act, table, cb = (cfg.sram.bytes(n) for n in ("act", "table", "codebook"))
-    tables = v.rows * v.ngroups
+    tables = mul(v.rows, v.ngroups)
     eb = cfg.table_entry_bytes
     u = tbl_layout(cfg, Mode.UNIFORM)
     ok = [(v.mode == Mode.UNIFORM) & (v.act + tables * u["x"] <= act)

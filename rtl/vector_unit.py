@@ -40,6 +40,7 @@ Hazards the datapath does not check (the executor raises or the compiler never e
 `out` (the executor reads all of `out + corr` before writing).
 """
 
+import operator
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Mux, Shape, Signal
@@ -101,29 +102,32 @@ RECORD_SLOTS = _ADD
 NEG_ZERO = 0x8000_0000
 
 
-def in_range(op, v, cfg):
+def in_range(op, v, cfg, mul=operator.mul):
     """1 when the instruction's extents (those the executor reads or writes) lie inside their
-    scratchpads."""
+    scratchpads; `mul` forms the products of fields (`rtl.core`'s fetch stage registers
+    them)."""
     def fits(addr, nbytes, buf):
         return addr + nbytes <= cfg.sram.bytes(buf.name.lower())
     if op is Opcode.VSUM:
-        return (fits(v.act, v.rows * v.cols * ACT.itemsize, Buffer.ACT)
+        return (fits(v.act, mul(v.rows, v.cols) * ACT.itemsize, Buffer.ACT)
                 & fits(v.sums, v.rows * SUMS.itemsize, Buffer.TABLE))
     if op is Opcode.VDEQ:
         block = v.deq == Deq.BLOCK
-        return (fits(v.acc, v.rows * v.n * ACC.itemsize, Buffer.ACC)
-                & fits(v.out, v.rows * v.n * OUT.itemsize, Buffer.OUT)
+        tile = mul(v.rows, v.n)
+        return (fits(v.acc, tile * ACC.itemsize, Buffer.ACC)
+                & fits(v.out, tile * OUT.itemsize, Buffer.OUT)
                 & fits(v.param, Mux(block, BLOCK_PARAM.itemsize, v.n * PARAM.itemsize),
                        Buffer.SCALE)
                 & (block | fits(v.sums, v.rows * SUMS.itemsize, Buffer.TABLE)))
     if op is Opcode.VSCALE:
-        return (fits(v.out, v.rows * v.n * OUT.itemsize, Buffer.OUT)
+        tile = mul(v.rows, v.n) * OUT.itemsize
+        return (fits(v.out, tile, Buffer.OUT)
                 & fits(v.scale, v.rows * ROW_SCALE.itemsize, Buffer.SCALE)
-                & (~v.add | fits(v.corr, v.rows * v.n * OUT.itemsize, Buffer.OUT)))
+                & (~v.add | fits(v.corr, tile, Buffer.OUT)))
     if op is Opcode.VOUT:
         return (fits(v.list, v.count * OUTLIER.itemsize, Buffer.OUTLIER)
-                & fits(v.act, v.rows * v.k * ACT.itemsize, Buffer.ACT)
-                & fits(v.out, v.rows * v.n * OUT.itemsize, Buffer.OUT))
+                & fits(v.act, mul(v.rows, v.k) * ACT.itemsize, Buffer.ACT)
+                & fits(v.out, mul(v.rows, v.n) * OUT.itemsize, Buffer.OUT))
     raise ValueError(f"`op` must be one of {', '.join(o.name for o in OPCODES)}, not {op!r}")
 
 
