@@ -157,6 +157,38 @@ def test_only_configs_whose_buffers_fit_a_part_are_synthesized(name, fits):
         assert f"{need:,} block RAMs" in why and "LFE5U-85F" in why
 
 
+def test_global_clock_moves_every_clock_input_onto_the_buffer():
+    # Out of context nextpnr-ecp5 leaves a top-level clock port on the fabric; `place` puts
+    # it through a DCCA. Two flip-flops, a block RAM's two clocks and a LUT that also reads
+    # the clock as data: each of those inputs moves, nothing else does.
+    cells = {"ff0": {"type": "TRELLIS_FF", "port_directions": {"CLK": "input", "DI": "input",
+                                                               "Q": "output"},
+                     "connections": {"CLK": [2], "DI": [3], "Q": [4]}},
+             "ff1": {"type": "TRELLIS_FF", "port_directions": {"CLK": "input", "DI": "input",
+                                                               "Q": "output"},
+                     "connections": {"CLK": [2], "DI": [4], "Q": [3]}},
+             "ram": {"type": "DP16KD", "port_directions": {"CLKA": "input", "CLKB": "input"},
+                     "connections": {"CLKA": [2], "CLKB": [2]}},
+             "lut": {"type": "LUT4", "port_directions": {"A": "input", "B": "input",
+                                                         "Z": "output"},
+                     "connections": {"A": [2], "B": [3], "Z": [5]}}}
+    netlist = {"modules": {"core": {"ports": {"clk": {"direction": "input", "bits": [2]}},
+                                    "cells": cells,
+                                    "netnames": {f"n{b}": {"bits": [b]} for b in range(2, 6)}}}}
+    assert verilog.global_clock(netlist, "core") == 5
+    mod = netlist["modules"]["core"]
+    buf = mod["cells"]["clock_dcca"]
+    assert buf["type"] == "DCCA" and buf["connections"]["CLKI"] == [2]
+    (gclk,) = buf["connections"]["CLKO"]
+    assert gclk not in range(2, 6)
+    on_clk = [(name, port) for name, c in mod["cells"].items() if name != "clock_dcca"
+              for port, bits in c["connections"].items() if 2 in bits]
+    assert on_clk == []
+    assert [c["connections"]["CLK"] for c in (cells["ff0"], cells["ff1"])] == [[gclk]] * 2
+    assert cells["ram"]["connections"] == {"CLKA": [gclk], "CLKB": [gclk]}
+    assert cells["lut"]["connections"]["B"] == [3] and cells["ff0"]["connections"]["DI"] == [3]
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_the_ecp5_board_core_fits_the_part_and_places(tmp_path):
