@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arch import config
 from arch.isa import Unit
 from rtl.core import DMA_CMD, Core, ErrCode, event_layout
 
@@ -112,11 +111,8 @@ class CoreDriver:
 
 def run_core(cfg, program, max_cycles=200_000, vcd=None):
     """Run `program` (an `arch.program.Program`) on the core for `cfg` under the Amaranth
-    simulator; returns a `CoreRun`. Raises `ConfigError` (one line) for a `pe.act_quant` the
-    core does not implement."""
+    simulator; returns a `CoreRun`."""
     from amaranth.sim import Simulator
-
-    config.require_rtl_numerics(cfg)
 
     core = Core(cfg, prog_depth=program_depth(len(program.words)))
     flat = {"__".join(map(str, path)): value for path, _, value in core.signature.flatten(core)}
