@@ -36,11 +36,11 @@ LUT_WEIGHT_BITS = (1, 2, 3, 4)           # uniform widths the golden LUT kernel 
 MIN_CODEBOOK_BITS = min(CODEBOOK_BITS)
 CENTROID_BITS = (8, 16)                  # fixed-point centroid widths
 ACT_BITS = (8,)
-# How activations become int8 (docs/numerics.md section 1): one scale per token row (`token`, what
-# the RTL core implements), one per token row and k-step (`token_group`), or per-token after the
-# host divides X by the layer's SmoothQuant migration scales (`smooth`).
+# How activations become int8 (docs/numerics.md section 1): one scale per token row (`token`), one
+# per token row and k-step (`token_group`: `vdeq` with `rowscale`), or per-token after the host
+# divides X by the layer's SmoothQuant migration scales (`smooth`: the `token` program). Every
+# model runs all three, the RTL core included.
 ACT_QUANTS = ("token", "token_group", "smooth")
-RTL_ACT_QUANTS = ("token",)
 ACC_BITS = (16, 24, 32)
 TABLE_ENTRY_MAX_BITS = 32                # table entries are stored as int16 or int32
 
@@ -263,16 +263,6 @@ class ArchConfig:
         cfg = dataclasses.replace(self, **changes)
         validate(cfg)
         return cfg
-
-
-def require_rtl_numerics(cfg, what="the RTL core"):
-    """Raise `ConfigError` (one line) when `cfg` asks for activation numerics that the RTL core
-    does not implement (`RTL_ACT_QUANTS`): its vector unit has no per-k-step row scales, so such
-    a program would mismatch instead of running."""
-    if cfg.pe.act_quant not in RTL_ACT_QUANTS:
-        raise ConfigError(f"{cfg.source}: `pe.act_quant` must be "
-                          f"{' or '.join(RTL_ACT_QUANTS)} for {what} (the RTL implements "
-                          f"per-token scales only), not {cfg.pe.act_quant!r}")
 
 
 # -- loading ------------------------------------------------------------------------------------

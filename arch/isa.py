@@ -212,7 +212,8 @@ FORMATS = {
               "fp32 scale)"),
         _addr("sums", Buffer.TABLE, "int32 activation sum per row (deq lut, zero)"),
         Field("rowscale", 1, "1: multiply by the k-step's fp32 activation scale per row, read "
-              "right after the param records (pe.act_quant token_group; not in the RTL core)",
+              "right after the param records, before the add (pe.act_quant token_group; "
+              "arch.timing.ROWSCALE_CYCLES more cycles)",
               kind="flag", optional=True),
     ],
     Opcode.VOUT: [

@@ -143,9 +143,8 @@ VOUT_RECORD_CYCLES = 4
 
 #: Extra pipeline depth of a `vdeq` with `rowscale` (pe.act_quant token_group): the k-step's row
 #: scale is a second fp32 multiply after the record's, one more `rtl.fp32.FMul` (3 stages) in
-#: front of the adder; the throughput stays `vector_lanes` a cycle. The RTL core does not
-#: implement rowscale yet, so this is the multiplier's latency, pinned by
-#: tests/test_act_quant.py against `rtl.fp32.FMul().latency`.
+#: front of the adder; the throughput stays `vector_lanes` a cycle. It is the RTL's
+#: `rtl.vector_unit.ROWSCALE_DEPTH` (tests/test_act_quant.py, verif/test_core_vector.py).
 ROWSCALE_CYCLES = 3
 
 

@@ -26,7 +26,6 @@ def run(args):
     from rtl import units, verilog
 
     cfg = config.load(args.arch)
-    config.require_rtl_numerics(cfg, "Verilog of the core")
     errors = units.timing_errors(cfg)
     if errors:
         # the cycle model would time another machine than the one this Verilog describes

@@ -104,15 +104,34 @@ def fit(value, shape, saturate):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
+#: The most beats of one `lmma` / `bsmm` tile in groups: the ISA's widest `kgroups`.
+MAX_KGROUPS = max((1 << Shape.cast(LAYOUTS[op]["kgroups"].shape).width) - 1
+                  for op in (Opcode.LMMA, Opcode.BSMM))
+
+
+def exact_acc_shape(cfg, term_shape, plane_width):
+    """A signed shape that holds every sum of one tile exactly: a `psum` of `acc_shape(cfg)`
+    plus `MAX_KGROUPS` groups of up to 2^`plane_width` beats, each a term of `term_shape`."""
+    beats = MAX_KGROUPS << plane_width
+    width = max(acc_shape(cfg).width, Shape.cast(term_shape).width)
+    return signed(width + beats.bit_length() + 1)
+
+
 class ShiftAccumulate:
     """The back half of a `lut` or `bitserial` PE array, built into an existing module.
 
-    Stage 1 registers, per lane, `term + (first ? psum : 0)` fitted to the accumulator (the caller
-    computes `term`, already shifted by the bit plane and signed, from the input payload). Stage 2
-    adds it to the lane's accumulator (or to zero on a tile's first beat) and, on the tile's last
-    beat, writes the sum to the output payload instead, so the next tile can start in the very next
-    cycle while the result waits in the output register. Latency: 2 cycles from the handshake of a
-    tile's last beat to its result handshake (with a ready sink); one beat per cycle.
+    Stage 1 registers, per lane, `term + (first ? psum : 0)` (the caller computes `term`, already
+    shifted by the bit plane and signed, from the input payload). Stage 2 adds it to the lane's
+    accumulator (or to zero on a tile's first beat) and, on the tile's last beat, writes the sum
+    to the output payload instead, so the next tile can start in the very next cycle while the
+    result waits in the output register. Latency: 2 cycles from the handshake of a tile's last
+    beat to its result handshake (with a ready sink); one beat per cycle.
+
+    The result is the tile's exact sum fitted to `pe.acc_bits` once (`fit`), as the executor
+    fits an instruction's sum (`sim.executor` `_acc_store`; a tile is all of an instruction's
+    groups for its outputs). Wrapping, the stages are `pe.acc_bits` wide (a wrap of each step is
+    a wrap of the sum); saturating, they are `exact_acc_shape` wide, so that a partial sum that
+    leaves the range and comes back is not clamped on the way.
 
     Members
     -------
@@ -129,13 +148,14 @@ class ShiftAccumulate:
         shape = acc_shape(cfg)
         sat = pe.saturate
         p = i.payload
+        inner = exact_acc_shape(cfg, term(0, 0).shape(), len(p.plane)) if sat else shape
 
         self.advance = advance = Signal()
         m.d.comb += [advance.eq(~o.valid | o.ready), i.ready.eq(advance)]
 
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
-        s1 = [[Signal(shape, name=f"s1_{r}_{c}") for c in range(cols)] for r in range(rows)]
-        acc = [[Signal(shape, name=f"acc_{r}_{c}") for c in range(cols)] for r in range(rows)]
+        s1 = [[Signal(inner, name=f"s1_{r}_{c}") for c in range(cols)] for r in range(rows)]
+        acc = [[Signal(inner, name=f"acc_{r}_{c}") for c in range(cols)] for r in range(rows)]
 
         with m.If(advance):
             m.d.sync += [s1_valid.eq(i.valid), s1_first.eq(p.first), s1_last.eq(p.last)]
@@ -143,13 +163,13 @@ class ShiftAccumulate:
             for r in range(rows):
                 for c in range(cols):
                     inject = Mux(p.first, p.psum[r][c], 0)
-                    m.d.sync += s1[r][c].eq(fit(term(r, c) + inject, shape, sat))
+                    m.d.sync += s1[r][c].eq(term(r, c) + inject)
             with m.If(s1_valid):
                 for r in range(rows):
                     for c in range(cols):
-                        total = fit(Mux(s1_first, 0, acc[r][c]) + s1[r][c], shape, sat)
+                        total = Mux(s1_first, 0, acc[r][c]) + s1[r][c]
                         with m.If(s1_last):
-                            m.d.sync += o.payload[r][c].eq(total)
+                            m.d.sync += o.payload[r][c].eq(fit(total, shape, sat))
                         with m.Else():
                             m.d.sync += acc[r][c].eq(total)
 

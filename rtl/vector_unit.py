@@ -13,14 +13,21 @@ Datapath. From the cycle after the start, a walker issues one step a cycle: a ch
 pass), or one (outlier record, row) slot of `vout`. The step's descriptor moves down a line of
 registers, one tap a cycle, and every op reads its scratchpads, feeds its fp32 units and writes
 its results at fixed taps, placed so that every op writes in tap `DEPTH - 1` (the shorter ops
-read later). So an instruction takes its steps plus `DEPTH` cycles whatever the data
-(`arch.timing.vector_insn_cycles`); its last busy cycle writes its last result, after which the
+read later; `vdeq` with `rowscale` writes `ROWSCALE_DEPTH` taps later, below). So an instruction
+takes its steps plus `DEPTH` cycles whatever the data (`arch.timing.vector_insn_cycles`; with
+`rowscale`, plus `ROWSCALE_DEPTH` more); its last busy cycle writes its last result, after which the
 line is empty, and the next instruction can start in the next cycle (the routing of the lanes is
 the running instruction's, `cur`, which changes only at a start).
 
 - `vsum`, `vdeq`, `vscale`: rows one after another, ceil(n / lanes) chunks a row (`vsum`: cols),
   so rows * ceil(n / lanes) steps; all lanes (`vsum` an int8 adder tree, the others per lane an
-  `IntToF32`, an `F16ToF32`, an `FMul` and an `FAdd`).
+  `IntToF32`, an `F16ToF32`, an `FMul` and an `FAdd`, and `vdeq`'s `rowscale` `FMul`).
+- `vdeq` with `rowscale` (`pe.act_quant: token_group`): the product `scale * P` goes through one
+  more `FMul`, by the row's fp32 row scale (one word a row, broadcast to the lanes, read by a
+  port of its own on the scale buffer: the records' port is busy every step), before the adder.
+  Its adder, its read of the old output and its write sit `ROWSCALE_DEPTH` taps later than
+  every other op's, so this one instruction takes its steps plus `DEPTH + ROWSCALE_DEPTH`
+  cycles (`arch.timing.ROWSCALE_CYCLES`); its last busy cycle is still its last write.
 - `vout`: first * rows * ceil(n / lanes) + count * max(rows, RECORD_SLOTS) steps, on lane 0
   only: records in list order, each record its `rows` slots but at least `RECORD_SLOTS` (the
   adder's latency). A record's rows lie `n` outputs and `k` activations apart and its (n, k)
@@ -53,7 +60,7 @@ from .common import INSN
 from .fp32 import F16ToF32, FAdd, FMul, IntToF32
 from .scratchpad import LATENCY as SPAD_LATENCY
 
-__all__ = ["OPCODES", "DEPTH", "RECORD_SLOTS", "P_WIDTH", "in_range", "build"]
+__all__ = ["OPCODES", "DEPTH", "ROWSCALE_DEPTH", "RECORD_SLOTS", "P_WIDTH", "in_range", "build"]
 
 OPCODES = (Opcode.VSUM, Opcode.VDEQ, Opcode.VSCALE, Opcode.VOUT)
 
@@ -93,6 +100,10 @@ T_SCALE_ADD = T_WRITE - _MUL - _ADD             # FAdd input (out + corr)
 T_SCALE_MUL = T_SCALE_ADD + _ADD                # FMul input (by the row scale)
 # vsum: the chunk read, summed into the row's sum and written in the data's cycle.
 T_VSUM_READ = T_WRITE - SPAD_LATENCY
+#: Taps a `vdeq` with `rowscale` adds: the row-scale `FMul` between the scale's and the adder
+#: (`arch.timing.ROWSCALE_CYCLES` states it). Its operand, the row scale, is read
+#: `SPAD_LATENCY` taps before the multiplier's input, tap `T_ADD`.
+ROWSCALE_DEPTH = _MUL
 
 #: Fewest slots of one vout record: the adder's latency, so that a record's running sums have
 #: left the adder when the next record's adder input needs them (`arch.timing` states it).
@@ -116,8 +127,9 @@ def in_range(op, v, cfg, mul=operator.mul):
         tile = mul(v.rows, v.n)
         return (fits(v.acc, tile * ACC.itemsize, Buffer.ACC)
                 & fits(v.out, tile * OUT.itemsize, Buffer.OUT)
-                & fits(v.param, Mux(block, BLOCK_PARAM.itemsize, v.n * PARAM.itemsize),
-                       Buffer.SCALE)
+                & fits(v.param, _param_bytes(v), Buffer.SCALE)
+                & (~v.rowscale | fits(v.param + _param_bytes(v), v.rows * ROW_SCALE.itemsize,
+                                      Buffer.SCALE))
                 & (block | fits(v.sums, v.rows * SUMS.itemsize, Buffer.TABLE)))
     if op is Opcode.VSCALE:
         tile = mul(v.rows, v.n) * OUT.itemsize
@@ -131,6 +143,12 @@ def in_range(op, v, cfg, mul=operator.mul):
     raise ValueError(f"`op` must be one of {', '.join(o.name for o in OPCODES)}, not {op!r}")
 
 
+def _param_bytes(v):
+    """Bytes of the scale records a `vdeq` (view `v`) reads: `arch.image.param_bytes`, whose
+    end is where its row scales begin (`arch.image.rowscale_offset`)."""
+    return Mux(v.deq == Deq.BLOCK, BLOCK_PARAM.itemsize, v.n * PARAM.itemsize)
+
+
 def _shape(op, name):
     return Shape.cast(LAYOUTS[op][name].shape)
 
@@ -141,6 +159,7 @@ def _step_layout(lanes):
         "valid": 1,                                 # the step does work (not a padding slot)
         "end": 1,                                   # the instruction's last step
         "record": 1,                                # vout: a (record, row) slot, not a chunk
+        "late": 1,                                  # vdeq with rowscale: written later
         "elem": 32,                                 # a chunk's first element: row * n + col
         "col": _shape(Opcode.VDEQ, "n"),
         "row": _shape(Opcode.VDEQ, "rows"),         # the chunk's row, or the slot's
@@ -175,6 +194,7 @@ def build(b):
         acc=b.spad[Buffer.ACC].read_port(lanes * ACC.itemsize),
         scale=b.spad[Buffer.SCALE].read_port(lanes * PARAM.itemsize),
         outlier=b.spad[Buffer.OUTLIER].read_port(OUTLIER.itemsize),
+        rowscale=b.spad[Buffer.SCALE].read_port(ROW_SCALE.itemsize),  # vdeq's row scale
         out=b.spad[Buffer.OUT].read_port(lanes * OUT.itemsize),      # out, or vout's o
         corr=b.spad[Buffer.OUT].read_port(lanes * OUT.itemsize),
         out_w=b.spad[Buffer.OUT].write_port(lanes * OUT.itemsize),
@@ -182,12 +202,20 @@ def build(b):
     taps = _walker(b, cur, op, lanes)
     _vsum(m, cur, op, taps, ports, lanes, b.ctl[Unit.VECTOR]["start"])
     _fp32(m, cur, op, taps, ports, lanes)
-    m.d.comb += b.ctl[Unit.VECTOR]["last"].eq(taps[T_WRITE].end)
+    late = _rowscale(cur, op)
+    m.d.comb += b.ctl[Unit.VECTOR]["last"].eq(
+        Mux(late, taps[T_WRITE + ROWSCALE_DEPTH].end, taps[T_WRITE].end))
+
+
+def _rowscale(cur, op):
+    """1 while the running instruction is a `vdeq` with `rowscale` (its write is later)."""
+    return (op == Opcode.VDEQ) & cur.vdeq.rowscale
 
 
 def _walker(b, cur, op, lanes):
     """The steps of the running instruction, one a cycle from the cycle after its start; returns
-    the taps: `taps[t]` is the step issued t cycles ago (`taps[0]` this cycle's)."""
+    the taps: `taps[t]` is the step issued t cycles ago (`taps[0]` this cycle's), up to the
+    write of a `vdeq` with `rowscale`."""
     m = b.m
     ctl = b.ctl[Unit.VECTOR]
     restart = b.core.start & ~b.run_state
@@ -217,7 +245,8 @@ def _walker(b, cur, op, lanes):
         step.valid.eq(active & (~records | (slot < vo.rows))),
         step.end.eq(active & Mux(records, last_slot & (rec == vo.count - 1),
                                  last_chunk & ~is_vout)),
-        step.record.eq(records), step.elem.eq(elem), step.col.eq(col),
+        step.record.eq(records), step.late.eq(_rowscale(cur, op)),
+        step.elem.eq(elem), step.col.eq(col),
         step.row.eq(Mux(records, slot, row)),
         step.cnt.eq(Mux(row_end, width - col, lanes)), step.row_end.eq(row_end),
         step.rec.eq(rec), step.rk.eq(rk), step.rn.eq(rn),
@@ -246,10 +275,12 @@ def _walker(b, cur, op, lanes):
     with m.If(restart):
         m.d.sync += active.eq(0)
     taps = [step]
-    for t in range(1, DEPTH):
+    for t in range(1, DEPTH + ROWSCALE_DEPTH):
         tap = Signal(layout, name=f"vec_tap{t}")
         m.d.sync += tap.eq(taps[-1])
-        with m.If(restart):
+        # past every other op's write only a rowscale vdeq's steps go on: a finished op's
+        # last steps must not reach the later taps that the next instruction may read
+        with m.If(restart | ((t > T_WRITE) & ~taps[-1].late)):
             m.d.sync += [tap.valid.eq(0), tap.end.eq(0)]
         taps.append(tap)
     return taps
@@ -284,6 +315,12 @@ def _fp32(m, cur, op, taps, ports, lanes):
     scale_op = op == Opcode.VSCALE
     block = vd.deq == Deq.BLOCK
     w = 8 * OUT.itemsize
+    late = _rowscale(cur, op)
+
+    def tap(t, name):
+        """Field `name` of tap `t`, or of tap `t + ROWSCALE_DEPTH` for a `vdeq` with
+        `rowscale` (its adder and everything after it come later)."""
+        return Mux(late, getattr(taps[t + ROWSCALE_DEPTH], name), getattr(taps[t], name))
 
     # -- reads: vdeq's operands, vout's record in tap 0, its activation when the record is in
     t0, tr = taps[0], taps[SPAD_LATENCY]
@@ -317,11 +354,18 @@ def _fp32(m, cur, op, taps, ports, lanes):
             ports.scale.en.eq(tm.valid),
         ]
     with m.Elif(deq):
-        m.d.comb += [ports.out.addr.eq(vd.out + OUT.itemsize * t_old.elem),
-                     ports.out.en.eq(t_old.valid)]
+        m.d.comb += [ports.out.addr.eq(vd.out + OUT.itemsize * tap(T_ADD - SPAD_LATENCY, "elem")),
+                     ports.out.en.eq(tap(T_ADD - SPAD_LATENCY, "valid"))]
     with m.Elif(vout):
         m.d.comb += [ports.out.addr.eq(o_addr[T_ADD - 2 * SPAD_LATENCY]),
                      ports.out.en.eq(t_old.valid & t_old.record)]
+
+    # vdeq's row scale (rowscale), for the row-scale multiplier's input in tap T_ADD
+    m.d.comb += [
+        ports.rowscale.addr.eq(vd.param + _param_bytes(vd) + ROW_SCALE.itemsize * t_old.row),
+        ports.rowscale.en.eq(late & t_old.valid),
+    ]
+    rs_value = _field(ports.rowscale.data, ROW_SCALE)
 
     # -- the scale (fp16, or vdeq block's fp32) and vout's value, to their taps
     block_scale = _line(m, _field(ports.scale.data, BLOCK_PARAM, "scale"),
@@ -340,7 +384,9 @@ def _fp32(m, cur, op, taps, ports, lanes):
             half = Mux(vout, _field(record, OUTLIER, "v"), half)
         half_line = _line(m, half, T_MUL - _H2F - SPAD_LATENCY, f"vec_half{lane}")
         i2f, h2f, mul, add = IntToF32(P_WIDTH), F16ToF32(), FMul(), FAdd()
-        for name, unit in (("i2f", i2f), ("h2f", h2f), ("mul", mul), ("add", add)):
+        rsm = FMul()                                # vdeq's rowscale: scale * P, times rs[row]
+        for name, unit in (("i2f", i2f), ("h2f", h2f), ("mul", mul), ("add", add),
+                           ("rsmul", rsm)):
             m.submodules[f"vec_{name}{lane}"] = unit
         x = ports.act.data[:8].as_signed() if lane == 0 else 0
         m.d.comb += [
@@ -364,8 +410,11 @@ def _fp32(m, cur, op, taps, ports, lanes):
             m.d.comb += [
                 mul.i.payload.a.eq(Mux(deq & block, block_scale, h2f.o.payload)),
                 mul.i.payload.b.eq(i2f.o.payload), mul.i.valid.eq(taps[T_MUL].valid),
-                add.i.payload.a.eq(old), add.i.payload.b.eq(mul.o.payload),
-                add.i.valid.eq(taps[T_ADD].valid),
+                rsm.i.payload.a.eq(mul.o.payload), rsm.i.payload.b.eq(rs_value),
+                rsm.i.valid.eq(late & taps[T_ADD].valid),
+                add.i.payload.a.eq(old),
+                add.i.payload.b.eq(Mux(late, rsm.o.payload, mul.o.payload)),
+                add.i.valid.eq(tap(T_ADD, "valid")),
             ]
         writes.append(Mux(scale_op, mul.o.payload, add.o.payload))
 
@@ -380,8 +429,10 @@ def _fp32(m, cur, op, taps, ports, lanes):
         m.d.comb += [wp.addr.eq(o_addr[T_WRITE - SPAD_LATENCY]), wp.data.eq(writes[0]),
                      wp.count.eq(Mux(tw.valid & tw.record, OUT.itemsize, 0))]
     with m.Elif(deq | scale_op):
-        m.d.comb += [wp.addr.eq(base + OUT.itemsize * tw.elem), wp.data.eq(Cat(*writes)),
-                     wp.count.eq(Mux(tw.valid, OUT.itemsize * tw.cnt, 0))]
+        m.d.comb += [wp.addr.eq(base + OUT.itemsize * tap(T_WRITE, "elem")),
+                     wp.data.eq(Cat(*writes)),
+                     wp.count.eq(Mux(tap(T_WRITE, "valid"), OUT.itemsize * tap(T_WRITE, "cnt"),
+                                     0))]
 
 
 def _forward(m, taps, o_addr, read, result):

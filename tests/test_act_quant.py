@@ -1,8 +1,9 @@
 """`pe.act_quant`, the activation quantization options (docs/numerics.md section 1): the config
 field, the host's quantization against hand-checked vectors, the token_group epilogue's order,
 the SmoothQuant migration, the cost the compiler's estimate charges against the cycle model's,
-the `.q` round trip of the smoothing scales, and the RTL paths' refusal. The bit-exact matrix
-over PE kinds and formats is tests/test_compiler.py's, parametrized over every option."""
+and the `.q` round trip of the smoothing scales. The bit-exact matrix over PE kinds and formats
+is tests/test_compiler.py's, parametrized over every option; the RTL core runs every option
+(verif/test_core_compiled.py)."""
 
 import dataclasses
 
@@ -168,28 +169,11 @@ def test_estimate_charges_what_the_cycle_model_moves(kind, m):
 
 
 def test_rowscale_latency_is_the_rtl_multiplier():
+    """The cycles the model charges a `vdeq` with `rowscale` are the vector unit's extra taps,
+    one more fp32 multiplier (verif/test_core_vector.py measures them on the core)."""
+    from rtl import vector_unit
     from rtl.fp32 import FMul
-    assert timing.ROWSCALE_CYCLES == FMul().latency
-
-
-# -- the RTL core does not implement the new options ----------------------------------------------
-def test_rtl_paths_refuse_other_options(tmp_path):
-    from verif import core_hdl, core_tb
-    rng = np.random.default_rng(6)
-    cfg = with_act(LUT, "token_group")
-    c = lower(uniform_layer(rng, 8, 32, 2, group_size=16), cfg, 1)
-    message = r"`pe.act_quant` must be token for .* \(the RTL implements per-token scales only\)"
-    with pytest.raises(ConfigError, match=message):
-        core_tb.run_core(cfg, c.program)
-    with pytest.raises(ConfigError, match=message):
-        core_hdl.run_programs(cfg, {"p": c.program})
-    prog = c.program.save(tmp_path / "p.prog")
-    arch = config_file(tmp_path, "token_group")
-    assert_one_line(bitlut("exec", prog, "--arch", arch, "--rtl"), message)
-    assert_one_line(bitlut("verilog", "--arch", arch, "-o", tmp_path / "v"), message)
-    # the functional executor and the cycle model run it, and agree
-    out = bitlut("exec", prog, "--arch", arch)
-    assert out.ok and "agree" in out.out, out.describe()
+    assert timing.ROWSCALE_CYCLES == vector_unit.ROWSCALE_DEPTH == FMul().latency
 
 
 def test_smooth_end_to_end_through_the_cli(tmp_path):

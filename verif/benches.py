@@ -163,13 +163,14 @@ BENCHES = {
         {"g4_sym": {}, "g4_full": {"symmetric": False}, "g2_sym": {"group": 2},
          "g3_full": {"group": 3, "symmetric": False},
          "g5_sym_ib5": {"group": 5, "index_bits": 5}, "acc16": {"acc_bits": 16},
+         "acc16_sat": {"acc_bits": 16, "saturate": True},
          "w1_only": {"weight_bits": (1,)},
          "uniform_only": {"codebook": False, "centroid_bits": 16}},
         _every_beat),
     "bitserial_pe": Bench(
         _bitserial_scenarios, _bitserial_shipped, (10, 200),
         {"g4": {}, "g1": {"group": 1}, "g8_acc24": {"group": 8, "acc_bits": 24},
-         "cb16": {"centroid_bits": 16}},
+         "acc16_sat": {"acc_bits": 16, "saturate": True}, "cb16": {"centroid_bits": 16}},
         _every_beat),
     "mac_pe": Bench(
         vectors.mac_scenarios, _mac_shipped, (8, 200),

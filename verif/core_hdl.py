@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from arch import config as arch_config
 from arch import isa
 from rtl.core import Core, ErrCode
 
@@ -21,9 +20,7 @@ __all__ = ["run_programs", "write_cases", "read_cases"]
 
 def run_programs(cfg, programs, simulator="verilator", seed=1):
     """{name: CoreRun} of every `arch.program.Program` in `programs` ({name: Program}) on the
-    core for `cfg`, built once (its program memory fits the longest). Raises `ConfigError`
-    (one line) for a `pe.act_quant` the core does not implement."""
-    arch_config.require_rtl_numerics(cfg)
+    core for `cfg`, built once (its program memory fits the longest)."""
     depth = program_depth(max(len(p.words) for p in programs.values()))
     with tempfile.TemporaryDirectory() as tmp:
         cases, config = write_cases(tmp, cfg, programs)

@@ -35,10 +35,10 @@ L, V, S = Unit.LOAD, Unit.VECTOR, Unit.STORE
 ALIGN = 16                      # the compiler's region alignment
 
 
-def agree(prog, cfg=CFG):
+def agree(prog, cfg=CFG, nan_words=False):
     """Run `prog` on the executor, the cycle model and the core; assert they agree; return the
     core's run."""
-    return core_tb.assert_agrees(cfg, prog)[0]
+    return core_tb.assert_agrees(cfg, prog, nan_words=nan_words)[0]
 
 
 class Bench:
@@ -124,12 +124,18 @@ def lut_acc(rng, zero, sums):
         .astype(np.int64).astype(np.uint64).astype(np.uint32).view(ACC)
 
 
-def vdeq(b, rows, n, deq, first, acc, param, sums=None, out=None):
+def vdeq(b, rows, n, deq, first, acc, param, sums=None, out=None, rowscale=None):
+    """A `vdeq`; with `rowscale` (fp32 [rows]) its row scales follow the records, as the
+    compiler places them (`arch.image.rowscale_offset`)."""
     size = rows * n * OUT.itemsize
     out_addr = b.put(Buffer.OUT, out, output=True) if out is not None else \
         b.space(Buffer.OUT, size)
+    scale = param.view(np.uint8).ravel()
+    if rowscale is not None:
+        assert len(rowscale) == rows
+        scale = np.concatenate([scale, np.ascontiguousarray(rowscale, ROW_SCALE).view(np.uint8)])
     b.op(Opcode.VDEQ, rows=rows, n=n, deq=deq, first=first, acc=b.put(Buffer.ACC, acc),
-         out=out_addr, param=b.put(Buffer.SCALE, param),
+         out=out_addr, param=b.put(Buffer.SCALE, scale), rowscale=int(rowscale is not None),
          sums=0 if sums is None else b.put(Buffer.TABLE, sums))
 
 
@@ -155,6 +161,7 @@ def test_depth_is_the_configs_vector_latency():
         assert config.load(kind).timing.vector_latency == vector_unit.DEPTH, kind
     assert Core.pipeline_for(CFG).depth == vector_unit.DEPTH
     assert timing.VOUT_RECORD_CYCLES == vector_unit.RECORD_SLOTS
+    assert timing.ROWSCALE_CYCLES == vector_unit.ROWSCALE_DEPTH
 
 
 def _range_cases(rng):
@@ -169,13 +176,14 @@ def _range_cases(rng):
         rows, n, k = (int(x) for x in rng.integers(1, [9, 40, 40]))
         count, cols = int(rng.integers(1, 20)), int(rng.integers(1, 99))
         deq, add = Deq(int(rng.integers(0, 3))), int(rng.integers(0, 2))
+        rowscale = int(rng.integers(0, 2))
         out = 4 * rows * n
         yield Insn(Opcode.VSUM, dict(rows=rows, cols=cols, act=addr(Buffer.ACT, rows * cols, 1),
                                      sums=addr(Buffer.TABLE, 4 * rows, 4)))
+        params_end = (4 if deq is Deq.BLOCK else 4 * n) + rowscale * 4 * rows   # + row scales
         yield Insn(Opcode.VDEQ, dict(
-            rows=rows, n=n, deq=deq, first=1, acc=addr(Buffer.ACC, out, 4),
-            out=addr(Buffer.OUT, out, 4),
-            param=addr(Buffer.SCALE, 4 if deq is Deq.BLOCK else 4 * n, 4),
+            rows=rows, n=n, deq=deq, first=1, rowscale=rowscale, acc=addr(Buffer.ACC, out, 4),
+            out=addr(Buffer.OUT, out, 4), param=addr(Buffer.SCALE, params_end, 4),
             sums=addr(Buffer.TABLE, 4 * rows, 4)))
         yield Insn(Opcode.VSCALE, dict(rows=rows, n=n, add=add, out=addr(Buffer.OUT, out, 4),
                                        scale=addr(Buffer.SCALE, 4 * rows, 4),
@@ -275,6 +283,100 @@ def test_vdeq_directed():
     agree(b.program())
 
 
+def _f32(words):
+    """float32 values of IEEE 754 binary32 bit patterns."""
+    return np.asarray(words, np.uint32).view(ROW_SCALE)
+
+
+#: Row scales at the corners of binary32: signed zeros, the least subnormal, a subnormal, the
+#: least normal, the largest finite, the infinities, the default quiet NaN (`rtl.fp32.QNAN`,
+#: which numpy's multiply and add pass on unchanged as the only NaN operand).
+EXTREME_ROW_SCALES = _f32([0x0000_0000, 0x8000_0000, 0x0000_0001, 0x0004_0000, 0x0080_0000,
+                           0x7F7F_FFFF, 0x7F80_0000, 0xFF80_0000, 0x7FC0_0000])
+
+
+def _rowscale_busy(rows, n, lanes=CFG.timing.vector_lanes):
+    """Cycles a `vdeq` with `rowscale` holds the vector unit, from docs/rtl.md's description of
+    the walk: a chunk a cycle, then the pipeline, the row-scale multiplier in it."""
+    return rows * -(-n // lanes) + vector_unit.DEPTH + vector_unit.ROWSCALE_DEPTH
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_vdeq_rowscale_directed():
+    """`rowscale` on LUT, ZERO and BLOCK; first 0 and 1; one element, a partial last chunk, rows
+    past the lanes; row scales at every binary32 corner (zeros, subnormals, the largest, inf,
+    NaN) and products that round, underflow to subnormals or overflow to inf; after and before
+    a `vdeq` without it (whose last steps must not reach the deeper taps). Each takes its steps
+    plus the deeper pipeline, back to back with the next.
+
+    The last cases make invalid operations: inf * 0 (a zero partial or scale times an infinite
+    row scale), 0 * inf (a BLOCK product that overflows, times a zero row scale), and inf - inf
+    with the old output. numpy's NaN of an invalid operation is negative, the core's `QNAN`
+    positive: only "is a NaN" is the contract (rtl/fp32.py), so NaN words agree up to their
+    bits (`nan_words`); every other word is compared bit for bit."""
+    rng = np.random.default_rng(5)
+    lanes = CFG.timing.vector_lanes
+    b = Bench()
+    shapes = {}
+
+    def case(rows, n, deq, first, acc, param, sums, rs, out=None):
+        if rs is not None:
+            shapes[len(b.ops)] = (rows, n)
+        vdeq(b, rows, n, deq, first, acc, param, sums, out, rowscale=rs)
+    plain = (3, 2 * lanes, Deq.BLOCK, 1, rng.integers(-99, 99, (3, 2 * lanes)).astype(ACC),
+             np.array([0.25], BLOCK_PARAM), None, None)
+    case(*plain)
+    case(1, 1, Deq.ZERO, 1, np.array([[7]], ACC), params([0.5], [3]), np.array([2], SUMS),
+         [3.0])
+    # every corner row scale on a row of nonzero products (inf * finite is inf, never NaN)
+    rows, n = len(EXTREME_ROW_SCALES), lanes + 3                  # a partial last chunk
+    zero = rng.integers(-2**15, 2**15, n).astype(np.int16)
+    sums = rng.integers(-2**31, 2**31, rows).astype(SUMS)
+    acc = rng.integers(1, 2**31, (rows, n)).astype(ACC)
+    scale = rng.standard_normal(n) * 4
+    scale[:3] = [2**-24, 65504.0, -(2**-14)]
+    p = params(scale, zero)
+    z = zero.astype(np.int64)[None, :] * sums.astype(np.int64)[:, None]
+    assert np.all(acc != z)                                       # no zero partial
+    case(rows, n, Deq.ZERO, 1, acc, p, sums, EXTREME_ROW_SCALES)
+    case(rows, n, Deq.ZERO, 0, acc, p, sums, EXTREME_ROW_SCALES[::-1],
+         out=fp32(rng, (rows, n), 1e30))
+    # LUT, rows past the lanes, random row scales of wide range
+    rows, n = lanes + 1, 2 * lanes - 1
+    zero = (2 * rng.integers(-2**13, 2**13, n) + 1).astype(np.int16)
+    sums = rng.integers(-2**17, 2**17, rows).astype(SUMS)
+    rs = (rng.standard_normal(rows) * 10.0 ** rng.integers(-40, 38, rows)).astype(ROW_SCALE)
+    case(rows, n, Deq.LUT, 1, lut_acc(rng, zero, sums), params(rng.standard_normal(n), zero),
+         sums, rs)
+    case(2, 5, Deq.LUT, 0, lut_acc(rng, zero[:5], sums[:2]),
+         params(rng.standard_normal(5), zero[:5]), sums[:2], rs[:2], out=fp32(rng, (2, 5)))
+    # BLOCK: one fp32 scale, the row scales right after it; products that underflow
+    acc = rng.integers(-2**31, 2**31, (3, 33)).astype(ACC)
+    acc[0, :4] = [0, -1, 2**24 + 1, -(2**31)]
+    case(3, 33, Deq.BLOCK, 1, acc, np.array([np.float32(3.0517578e-05)], BLOCK_PARAM), None,
+         _f32([0x0000_0001, 0x8080_0000, 0x3F80_0001]))
+    case(1, 3, Deq.BLOCK, 0, acc[:1, :3], np.array([-1.5e-3], BLOCK_PARAM), None, [-0.0],
+         out=np.array([[0.0, -0.0, 1e30]], OUT))
+    case(*plain)
+    inf = np.float32(np.inf)
+    case(2, 3, Deq.ZERO, 1, np.array([[0, 5, 0], [9, 0, -3]], ACC),
+         params([1.0, 0.0, 2.0], [0, 0, 0]), np.zeros(2, SUMS), [inf, -inf])
+    big = np.array([[2**31 - 1, -(2**31), 1]], ACC)
+    case(1, 3, Deq.BLOCK, 1, big, np.array([3e38], BLOCK_PARAM), None, [0.0])
+    case(1, 3, Deq.BLOCK, 0, big, np.array([3e38], BLOCK_PARAM), None, [1.0],
+         out=np.array([[-inf, inf, 1.0]], OUT))
+    rtl = agree(b.program(), nan_words=True)
+    out = rtl.dram[-64 * 3:].view(OUT)          # the last three stores, 64-byte aligned
+    assert np.isnan(out[[0, 1, 2, 4, 16, 17, 32, 33]]).all(), out
+    first = len(b.loads)
+    for i in range(1, len(b.ops)):
+        assert rtl.log[first + i]["start"] == rtl.log[first + i - 1]["end"]    # no bubble
+    for i, (rows, n) in shapes.items():
+        ev = rtl.log[first + i]
+        assert ev["end"] - ev["start"] == _rowscale_busy(rows, n), (i, rows, n, ev)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_vscale_directed():
     """add 0 and 1, one element, odd n, rows past the lanes; row scales that are zero, -0,
@@ -368,8 +470,10 @@ def random_bench(cfg, rng, ops=10):
             param = np.array([rng.standard_normal()], BLOCK_PARAM) if deq is Deq.BLOCK \
                 else params(rng.standard_normal(n), zero)
             first = int(rng.integers(0, 2))
+            rs = fp32(rng, rows, 10.0 ** int(rng.integers(-3, 4))) if rng.random() < 0.5 \
+                else None
             vdeq(b, rows, n, deq, first, acc, param, None if deq is Deq.BLOCK else sums,
-                 out=None if first else fp32(rng, (rows, n), 1e6))
+                 out=None if first else fp32(rng, (rows, n), 1e6), rowscale=rs)
         elif kind == "vscale":
             vscale(b, fp32(rng, (rows, n)), fp32(rng, rows),
                    corr=fp32(rng, (rows, n)) if rng.random() < 0.5 else None)

@@ -38,8 +38,9 @@ def test_matches_golden(name, variant):
 
 
 def test_lut_pe_saturates_when_configured():
-    # Corners only: the array clamps every step of the accumulation, the expected value clamps
-    # the final sum, and the two agree when the partial sums move one way (as in the corners).
+    # The directed corners (psums at the int16 limits). The array clamps a tile's exact sum
+    # once, as the expected value does; the `acc16_sat` variants of test_matches_golden check
+    # it on random tiles, and verif/test_core_compiled.py on sums that leave int16 and return.
     s = seed()
     cfg = small("lut", acc_bits=16, saturate=True)
     rng = np.random.default_rng(s)
