@@ -37,6 +37,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from arch.config import ConfigError
 from arch.isa import FORMATS, HEADER, LAYOUTS, PE_KIND_OF, UNIT_OF, WORD_BITS, Buffer, Opcode, Unit
 from arch.regs import ErrCode
 
@@ -107,6 +108,13 @@ class Core(wiring.Component):
     """
 
     def __init__(self, cfg, prog_depth=4096, *, src_loc_at=0):
+        if cfg.pe.kind == "mac" and cfg.pe.saturate:
+            # verif/test_core_compiled.py::test_saturating_accumulators_on_the_amaranth_simulator
+            # (its strict xfail): the core would run, but not as the executor does
+            raise ConfigError(
+                f"{cfg.source}: `pe.saturate` must be false for the RTL core's MAC array (it "
+                "clamps every K fold's running sum, the executor an instruction's exact sum "
+                "once), not true")
         self.cfg = cfg
         self.prog_depth = prog_depth
         self.word_bytes = cfg.dram.burst_bytes

@@ -52,6 +52,19 @@ def test_word_0_written_in_the_cycle_before_start():
     assert run.cycles == core_tb.run_core(CFG, prog).cycles
 
 
+def test_a_saturating_mac_core_is_refused_in_one_line():
+    # The MAC array clamps each K fold's running sum, not the exact sum once as the executor
+    # does: a core that would mismatch is refused rather than built.
+    from arch.config import ConfigError
+    from rtl.core import Core
+    cfg = small("mac", acc_bits=16, saturate=True)
+    with pytest.raises(ConfigError, match=r"`pe.saturate` must be false for the RTL core's MAC "
+                                          r"array .*, not true$") as e:
+        Core(cfg)
+    assert "\n" not in str(e.value)
+    Core(small("mac", acc_bits=16))           # wrapping accumulators are fine
+
+
 def test_nops_take_one_cycle_each():
     rtl, _ = micro("nops")
     assert rtl.cycles == 3
