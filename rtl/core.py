@@ -231,9 +231,9 @@ class _Products:
         self.layout = data.StructLayout({"word": WORD_BITS, **{
             f"p{i}": shape for i, shape in enumerate(self.shapes)}})
 
-    def stage(self, name):
+    def stage(self, name, reset_less=False):
         """A register of one word and its products."""
-        return Signal(self.layout, name=name)
+        return Signal(self.layout, name=name, reset_less=reset_less)
 
     def values(self):
         """The word and its products, as a value of `layout`."""
@@ -386,7 +386,10 @@ class _Build:
         # stage 1: the products of the word from the memory, or of the host's word
         fetched = Mux(wp.en, core.prog_data, rp.data)
         products = _Products(self, fetched)
-        s1, sh0, sh1 = (products.stage(name) for name in ("fetch_s1", "fetch_sh0", "fetch_sh1"))
+        # the shadows are part of the program store: a reset of the core (the shell's soft
+        # reset) keeps them, as it keeps the memory
+        s1 = products.stage("fetch_s1")
+        sh0, sh1 = (products.stage(name, reset_less=True) for name in ("fetch_sh0", "fetch_sh1"))
         new = products.values()
         with m.If(wp.en & (wp.addr == 0)):
             m.d.sync += [sh0.eq(new), s1.eq(new)]
