@@ -217,19 +217,16 @@ class _Products:
 
     def __init__(self, build, word):
         self.word = word
-        self.shapes = []
         self._values = []
 
         def collect(a, b):
-            p = a * b
-            self.shapes.append(p.shape())
-            self._values.append(p)
-            return p
+            self._values.append(a * b)
+            return self._values[-1]
         view = data.View(INSN, word)
         for op in Opcode:
             build._in_range(op, getattr(view, op.name.lower()), collect)
         self.layout = data.StructLayout({"word": WORD_BITS, **{
-            f"p{i}": shape for i, shape in enumerate(self.shapes)}})
+            f"p{i}": p.shape() for i, p in enumerate(self._values)}})
 
     def stage(self, name, reset_less=False):
         """A register of one word and its products."""
@@ -242,11 +239,12 @@ class _Products:
     def replay(self, stage):
         """A `mul` that returns the products registered in `stage`, in the order they were
         listed (and checks that each call is the one listed)."""
-        it = iter(enumerate(self.shapes))
+        it = iter(enumerate(self._values))
 
         def mul(a, b):
-            i, shape = next(it)
-            assert (a * b).shape() == shape, f"product {i}: {(a * b).shape()} vs {shape}"
+            i, listed = next(it)
+            assert (a * b).shape() == listed.shape(), \
+                f"product {i}: {(a * b).shape()} vs {listed.shape()}"
             return stage[f"p{i}"]
         return mul
 
@@ -362,8 +360,7 @@ class _Build:
         m, core = self.m, self.core
         mem = Memory(shape=WORD_BITS, depth=core.prog_depth, init=[])
         m.submodules.prog = mem
-        wp = mem.write_port()
-        rp = mem.read_port()
+        wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [wp.addr.eq(core.prog_addr), wp.data.eq(core.prog_data),
                      wp.en.eq(core.prog_we & ~self.run_state)]
         pc = Signal(range(core.prog_depth + 1))

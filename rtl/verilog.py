@@ -364,12 +364,12 @@ def build(cfg, out_dir=None, do_synth=True, do_pnr=True, targets=TARGETS, log=pr
                else f"{res['warnings']} warnings, see {res['log']}"))
     if do_synth:
         jobs = {}
+        # the shell is synthesized only to be placed and routed, where its core fits the part
+        place_shell = do_pnr and "core" in paths and not core_skip(spads["core"], "ecp5")
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             for name, path in paths.items():
                 for target in targets:
-                    if name == SHELL and not (do_pnr and target == "ecp5"
-                                              and not core_skip(spads.get("core") or {}, target)
-                                              and "core" in paths):
+                    if name == SHELL and not (place_shell and target == "ecp5"):
                         report["designs"][name][target] = {"skipped": SHELL_WHY}
                         continue
                     why = spads[name] and core_skip(spads[name], target)
