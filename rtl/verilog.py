@@ -323,7 +323,9 @@ def place(net, top, freq_mhz, out_of_context=False, package="CABGA381"):
     net = Path(net).resolve()
     report = net.parent / f"{top}_pnr.json"
     t0 = time.time()
-    extra = ["--router", "router2"] + (["--out-of-context"] if out_of_context else [])
+    # router1, nextpnr-ecp5's default: on the board top (wide buses spread over 60% of the
+    # die) router2 stalled near 10,000 overused wires, router1 finished (docs/rtl.md)
+    extra = ["--router", "router1"] + (["--out-of-context"] if out_of_context else [])
     proc = subprocess.run(nextpnr + ["--85k", "--package", package, "--json", net.name,
                                      "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
                                      "--lpf-allow-unconstrained", "--seed", "1",
