@@ -185,9 +185,13 @@ class Shell(wiring.Component):
         commit = we(PROG_DATA[-1])
         with m.If(commit):
             m.d.sync += stored["prog_addr"].eq(stored["prog_addr"] + 1)
-        m.d.comb += [core.prog_we.eq(commit), core.prog_addr.eq(stored["prog_addr"]),
-                     core.prog_data.eq(Cat(*(stored[n] for n in PROG_DATA[:-1]), slave.wdata)),
-                     core.prog_len.eq(stored["prog_len"]), dma.base.eq(stored["dram_base"])]
+        # the word reaches the core a cycle after its write: the write's decode and refusal
+        # checks stay off the core's fetch stage, whose products the word feeds (the board
+        # top's critical path, docs/rtl.md). The slave performs writes at least two cycles
+        # apart, so the next write (a start) still comes after the word has landed.
+        m.d.sync += [core.prog_we.eq(commit), core.prog_addr.eq(stored["prog_addr"]),
+                     core.prog_data.eq(Cat(*(stored[n] for n in PROG_DATA[:-1]), slave.wdata))]
+        m.d.comb += [core.prog_len.eq(stored["prog_len"]), dma.base.eq(stored["dram_base"])]
 
         m.d.comb += [view["id"].eq(MAGIC), view["version"].eq(VERSION),
                      view["isa"].eq(isa_hash()), view["tag"].eq(tag_hash(cfg)),

@@ -6,6 +6,7 @@ in `ErrCode.BUS`, the soft reset, and (marker `rtl`) compiled layers through the
 Verilator with cocotbext-axi's AXI RAM and AXI4-Lite master (`verif/cocotb_shell.py`)."""
 
 import dataclasses
+import itertools
 import json
 import random
 import tempfile
@@ -318,3 +319,33 @@ def test_a_bus_error_in_the_cycle_the_previous_command_completes(kind, op):
                             errors={(kind, 8)})
     assert (out.error, out.err_index) == (ErrCode.BUS, 1), out
     assert ram.quiet
+
+
+def test_the_slave_performs_writes_at_least_two_cycles_apart():
+    # The shell hands a committed program word to the core a cycle after its write
+    # (rtl/shell.py), which is safe only because no write (a start) can follow in that cycle:
+    # the response of a write must be accepted before the next one is performed. Both channels
+    # are offered without a pause and the response taken at once, the fastest a master can go.
+    from amaranth.sim import Simulator
+
+    from rtl.shell import AxiLiteSlave
+    dut = AxiLiteSlave()
+    reg = next(r for r in regs.REGS if r.name == "dram_base")
+    performed = []
+
+    async def bench(ctx):
+        bus = dut.bus
+        for sig, v in ((bus.awvalid, 1), (bus.awaddr, reg.offset), (bus.wvalid, 1),
+                       (bus.wdata, 0x1234), (bus.wstrb, 0xF), (bus.bready, 1)):
+            ctx.set(sig, v)
+        for _ in range(24):
+            performed.append(bool(ctx.get(dut.we)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    cycles = [i for i, w in enumerate(performed) if w]
+    assert len(cycles) >= 6, performed
+    assert min(b - a for a, b in itertools.pairwise(cycles)) >= 2, cycles
