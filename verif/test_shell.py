@@ -330,13 +330,12 @@ def test_the_slave_performs_writes_at_least_two_cycles_apart():
 
     from rtl.shell import AxiLiteSlave
     dut = AxiLiteSlave()
-    reg = next(r for r in regs.REGS if r.name == "dram_base")
     performed = []
 
     async def bench(ctx):
         bus = dut.bus
-        for sig, v in ((bus.awvalid, 1), (bus.awaddr, reg.offset), (bus.wvalid, 1),
-                       (bus.wdata, 0x1234), (bus.wstrb, 0xF), (bus.bready, 1)):
+        for sig, v in ((bus.awvalid, 1), (bus.awaddr, regs.reg("dram_base").offset),
+                       (bus.wvalid, 1), (bus.wdata, 0x1234), (bus.wstrb, 0xF), (bus.bready, 1)):
             ctx.set(sig, v)
         for _ in range(24):
             performed.append(bool(ctx.get(dut.we)))
