@@ -67,6 +67,17 @@ class Opcode(enum.Enum, shape=5):
     VSCALE = 12
     CBX = 13
     VSUM = 14
+    # the whole decoder block (docs/block.md): statistics, norms, quantization, elementwise,
+    # RoPE, the KV-cache write, softmax, fp16 vector products, and the KV image repack
+    VSTAT = 15
+    VNORM = 16
+    VQUANT = 17
+    VEW = 18
+    VROPE = 19
+    VKVQ = 20
+    VSMAX = 21
+    VMV = 22
+    PACK = 23
 
 
 class Buffer(enum.Enum, shape=4):
@@ -99,6 +110,19 @@ class Deq(enum.Enum, shape=2):
     BLOCK = 2
 
 
+class Stat(enum.Enum, shape=1):
+    """What `vstat` accumulates per row across the column chunks of a row."""
+    SSQ = 0        # sum of squares in `vector_lanes` lane accumulators (RMSNorm)
+    AMAX = 1       # max |x| (the int8 row scale of `vquant`)
+
+
+class Ew(enum.Enum, shape=2):
+    """The elementwise function of `vew`."""
+    ADD = 0        # dst = a + b (the residual adds)
+    SILU_MUL = 1   # dst = silu(a) * b (the MLP's gate)
+    MUL = 2        # dst = a * b
+
+
 # The matmul opcode of each PE array kind (`arch.config.PE_KINDS`).
 MATMUL_OPCODE = {"lut": Opcode.LMMA, "bitserial": Opcode.BSMM, "mac": Opcode.MMA}
 PE_KIND_OF = {op: kind for kind, op in MATMUL_OPCODE.items()}
@@ -110,6 +134,9 @@ UNIT_OF = {
     Opcode.LMMA: Unit.MATMUL, Opcode.BSMM: Unit.MATMUL, Opcode.MMA: Unit.MATMUL,
     Opcode.VDEQ: Unit.VECTOR, Opcode.VOUT: Unit.VECTOR, Opcode.VSCALE: Unit.VECTOR,
     Opcode.VSUM: Unit.VECTOR,
+    Opcode.VSTAT: Unit.VECTOR, Opcode.VNORM: Unit.VECTOR, Opcode.VQUANT: Unit.VECTOR,
+    Opcode.VEW: Unit.VECTOR, Opcode.VROPE: Unit.VECTOR, Opcode.VKVQ: Unit.VECTOR,
+    Opcode.VSMAX: Unit.VECTOR, Opcode.VMV: Unit.VECTOR, Opcode.PACK: Unit.TABLE,
 }
 
 
@@ -239,6 +266,98 @@ FORMATS = {
         Field("cols", 16, "activations summed per row", kind="count"),
         _addr("act", Buffer.ACT, "int8 activations, rows x cols"),
         _addr("sums", Buffer.TABLE, "int32 sum per row out (zero-point correction)"),
+    ],
+    # -- the decoder block (docs/block.md; numerics: arch/nonlinear.py) --------------------------
+    Opcode.VSTAT: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("n", 16, "columns of this chunk (a multiple of vector_lanes unless the row's "
+              "last)", kind="count"),
+        Field("stat", 1, "what to accumulate", enum=Stat),
+        Field("first", 1, "1: start the accumulators; 0: continue them", kind="flag"),
+        Field("tlog", 4, "0: rows are row-major; t: tile-major, 2^t columns a tile "
+              "([n / 2^t][rows][2^t])"),
+        _addr("src", Buffer.OUT, "fp32 rows x n"),
+        _addr("acc", Buffer.SCALE, "fp32 accumulators: ssq [rows, vector_lanes], amax [rows]"),
+    ],
+    Opcode.VNORM: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("n", 16, "columns of this chunk", kind="count"),
+        _addr("src", Buffer.OUT, "fp32 rows x n, normalized in place"),
+        _addr("w", Buffer.SCALE, "fp32 norm weights of the chunk's columns [n]"),
+        _addr("acc", Buffer.SCALE, "the rows' ssq lane accumulators from vstat [rows, lanes]"),
+        _addr("consts", Buffer.SCALE, "fp32 [1 / hidden, eps]"),
+    ],
+    Opcode.VQUANT: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("n", 16, "columns of this chunk", kind="count"),
+        Field("tlog", 4, "0: row-major; t: tile-major as vstat's"),
+        _addr("src", Buffer.OUT, "fp32 rows x n"),
+        _addr("dst", Buffer.ACT, "int8 rows x n out, in src's layout"),
+        _addr("amax", Buffer.SCALE, "fp32 max |x| per row from vstat [rows]"),
+        _addr("sx", Buffer.SCALE, "fp32 row scale out [rows] (amax / 127; 1 for a zero row)"),
+    ],
+    Opcode.VEW: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("n", 16, "columns", kind="count"),
+        Field("fn", 2, "the function", enum=Ew),
+        _addr("a", Buffer.OUT, "fp32 rows x n"),
+        _addr("b", Buffer.OUT, "fp32 rows x n"),
+        _addr("dst", Buffer.OUT, "fp32 rows x n out (may be a or b)"),
+    ],
+    Opcode.VROPE: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("heads", 8, "heads per row", kind="count"),
+        Field("hd", 10, "head dim (even)", kind="count"),
+        Field("step", 8, "row r rotates by table row r // step", kind="count"),
+        _addr("src", Buffer.OUT, "fp32 rows x (heads*hd), rotated in place"),
+        _addr("cs", Buffer.SCALE, "fp32 table rows [cos(hd/2), sin(hd/2)] each"),
+    ],
+    Opcode.VKVQ: [
+        Field("rows", 12, "token rows", kind="count"),
+        Field("heads", 8, "KV heads per row", kind="count"),
+        Field("hd", 10, "head dim", kind="count"),
+        Field("bits", 4, "code width (ignored with fp16)", kind="count"),
+        Field("glog", 4, "scale group: 2^glog columns of a head"),
+        Field("lut", 1, "records hold the LUT array's zero z' = 1, else z = 2^(bits-1)",
+              kind="flag"),
+        Field("fp16", 1, "1: write fp16 rows, no codes or records", kind="flag"),
+        _addr("src", Buffer.OUT, "fp32 rows x (heads*hd)"),
+        _addr("dst", Buffer.ACT, "codes [heads][rows][hd*bits/8] (fp16: [heads][rows][hd])"),
+        _addr("param", Buffer.SCALE, "(fp16 scale, int16 zero) records [heads][hd/2^glog][rows]"),
+    ],
+    Opcode.VSMAX: [
+        Field("rows", 12, "query rows", kind="count"),
+        Field("cols", 16, "columns per row (the layout's, a whole number of tiles)",
+              kind="count"),
+        Field("valid", 16, "columns of row 0 that are not masked", kind="count"),
+        Field("step", 8, "0: every row has `valid` columns; s: row r has valid + r // s "
+              "(the causal mask)"),
+        Field("tlog", 4, "0: row-major; t: tile-major as vstat's"),
+        Field("colscale", 1, "1: multiply column c by record c's scale after normalizing",
+              kind="flag"),
+        _addr("src", Buffer.OUT, "fp32 scores rows x cols, replaced by the probabilities"),
+        _addr("cs", Buffer.SCALE, "(fp16 scale, int16 zero) records [cols] (the V cache's)"),
+    ],
+    Opcode.VMV: [
+        Field("rows", 12, "rows", kind="count"),
+        Field("n", 16, "outputs per row", kind="count"),
+        Field("k", 16, "reduction length", kind="count"),
+        Field("trans", 1, "0: w is [n, k]; 1: w is [k, n]", kind="flag"),
+        Field("accumulate", 1, "1: dst += result; 0: dst = result", kind="flag"),
+        _addr("src", Buffer.OUT, "fp32 rows x k"),
+        _addr("w", Buffer.WEIGHT, "fp16 matrix"),
+        _addr("dst", Buffer.OUT, "fp32 rows x n"),
+    ],
+    Opcode.PACK: [
+        Field("n", 16, "source rows (tokens)", kind="count"),
+        Field("cols", 16, "columns taken from each row", kind="count"),
+        Field("width", 16, "codes per source row", kind="count"),
+        Field("col0", 16, "first column taken"),
+        Field("bits", 4, "code width", kind="count"),
+        Field("trans", 1, "0: W = the rows [n, cols]; 1: W = their transpose [cols, n]",
+              kind="flag"),
+        _addr("src", Buffer.WEIGHT, "b-bit codes, row-major [n, width], packed"),
+        _addr("dst", Buffer.WEIGHT, "the PE array's uniform weight image of W"),
     ],
 }
 
@@ -563,7 +682,7 @@ def reference_markdown():
     out += [line.strip() for line in __doc__.strip().splitlines()[2:]]
     out += ["", f"Words are {WORD_BITS} bits, stored little-endian; fields are listed from bit 0.",
             "", "## Enumerations", ""]
-    for e in (Opcode, Unit, Buffer, Mode, Deq):
+    for e in (Opcode, Unit, Buffer, Mode, Deq, Stat, Ew):
         out.append(f"- `{e.__name__}` ({e.as_shape().width} bits): " + ", ".join(
             f"{m.name.lower()}={m.value}" for m in e))
     out += ["", "## Formats", ""]
