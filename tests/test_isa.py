@@ -253,7 +253,7 @@ def test_no_field_widths_outside_arch():
 
 
 def test_the_field_width_scan_would_catch_a_literal():
-    assert FIELD_MAXIMA[:3] == [255, 4095, 65535]
+    assert {255, 1023, 4095, 65535} <= set(FIELD_MAXIMA)
     assert FIELD_LITERAL.search("MAX_ROWS = 255")
     assert FIELD_LITERAL.search("if count > 0xFFF:")
     assert not FIELD_LITERAL.search("MAX_ROWS = field_max(Opcode.TBL, 'rows')")
