@@ -169,6 +169,69 @@ def vector_insn_cycles(config, insn):
     return steps + t.vector_latency
 
 
+#: Cycles of a row's scalar tail on the vector unit, for the block's operators that end a row
+#: with one: folding the `vector_lanes` partial sums (`arch.nonlinear.lane_fold`) and a
+#: reciprocal or rsqrt (three Newton steps of dependent fp32 multiplies and adds). The model's
+#: assumption until the RTL core runs these opcodes (docs/block.md), which will measure it.
+ROW_TAIL_CYCLES = 48
+
+#: The passes `vsmax` makes over a row: max, exp and sum, normalize (and colscale).
+SOFTMAX_PASSES = 3
+
+
+def block_vector_cycles(config, insn):
+    """The decoder block's vector instructions (docs/block.md), `vector_lanes` elements a cycle
+    per pass over their operand, `ROW_TAIL_CYCLES` per row where a row ends in a reduction's
+    scalar (vnorm, vquant, vsmax, and vkvq per scale group), then `vector_latency` once."""
+    a, t = insn.args, config.timing
+    lanes = t.vector_lanes
+    op = insn.op
+    if op is Opcode.VROPE:
+        return a["rows"] * a["heads"] * math.ceil(a["hd"] / lanes) + t.vector_latency
+    if op is Opcode.VKVQ:
+        beats = a["rows"] * a["heads"] * math.ceil(a["hd"] / lanes)
+        if a["fp16"]:
+            return beats + t.vector_latency
+        groups = a["rows"] * a["heads"] * (a["hd"] >> a["glog"])
+        return 2 * beats + groups * ROW_TAIL_CYCLES + t.vector_latency
+    if op is Opcode.VSMAX:
+        return (SOFTMAX_PASSES * a["rows"] * math.ceil(a["cols"] / lanes)
+                + a["rows"] * ROW_TAIL_CYCLES + t.vector_latency)
+    if op is Opcode.VMV:
+        return a["rows"] * a["n"] * math.ceil(a["k"] / lanes) + t.vector_latency
+    steps = a["rows"] * math.ceil(a["n"] / lanes)
+    if op in (Opcode.VNORM, Opcode.VQUANT):
+        steps += a["rows"] * ROW_TAIL_CYCLES
+    return steps + t.vector_latency
+
+
+def pack_cycles(config, insn):
+    """`pack`: each source row in chunks of `pe.cols` codes, one a cycle, as `cbx` walks its
+    rows, plus `table_stream_latency`."""
+    a = insn.args
+    return a["n"] * math.ceil(a["cols"] / config.pe.cols) + config.timing.table_stream_latency
+
+
+def block_vector_elements(insn):
+    """Elements the block's vector and pack instructions touch, each pass counted (the
+    `vector_ops` counter)."""
+    a, op = insn.args, insn.op
+    if op in (Opcode.VROPE, Opcode.VKVQ):
+        return a["rows"] * a["heads"] * a["hd"] * (2 if op is Opcode.VKVQ and not a["fp16"]
+                                                    else 1)
+    if op is Opcode.VSMAX:
+        return SOFTMAX_PASSES * a["rows"] * a["cols"]
+    if op is Opcode.VMV:
+        return a["rows"] * a["n"] * a["k"]
+    if op is Opcode.PACK:
+        return a["n"] * a["cols"]
+    return a["rows"] * a["n"]
+
+
+BLOCK_OPS = (Opcode.VSTAT, Opcode.VNORM, Opcode.VQUANT, Opcode.VEW, Opcode.VROPE, Opcode.VKVQ,
+             Opcode.VSMAX, Opcode.VMV)
+
+
 def dispatcher_cycles(config, insn):
     """`nop` and `finish` are the dispatcher's: one cycle."""
     return 1
@@ -184,6 +247,7 @@ CYCLES = {
     Opcode.MMA: matmul_insn_cycles,
     Opcode.VSUM: vector_insn_cycles, Opcode.VDEQ: vector_insn_cycles,
     Opcode.VSCALE: vector_insn_cycles, Opcode.VOUT: vector_insn_cycles,
+    **{op: block_vector_cycles for op in BLOCK_OPS}, Opcode.PACK: pack_cycles,
 }
 
 
@@ -213,6 +277,10 @@ def events(config, insn):
         ev[MATMUL_COUNTER[op]] = matmul_count(config, op, a["rows"], a["n"], a["kgroups"],
                                               planes)
         ev["sram_bytes"] = 4 * a["rows"] * a["n"]
+    elif op in BLOCK_OPS or op is Opcode.PACK:
+        elements = block_vector_elements(insn)
+        ev["vector_ops"] = elements
+        ev["sram_bytes"] = 4 * elements
     elif op in VECTOR_ELEMENTS or op in (Opcode.GATHER, Opcode.CBX):
         count = VECTOR_ELEMENTS.get(op) or {Opcode.GATHER: ("rows", "cols"),
                                             Opcode.CBX: ("n", "cols")}[op]

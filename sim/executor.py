@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arch import image
+from arch import image, kv, nonlinear
 from arch.image import ACC, ACT, BLOCK_PARAM, GATHER_INDEX, OUT, OUTLIER, PARAM, ROW_SCALE, SUMS
-from arch.isa import Buffer, Deq, Mode, Opcode, Unit
+from arch.isa import Buffer, Deq, Ew, Mode, Opcode, Stat, Unit
 from bitlut.errors import UserError
 from sim.races import WRITES, RaceCheck, sram_sizes
 
@@ -451,6 +451,159 @@ class Executor:
         else:
             out[...] = out * s[:, None]
         self.stats.vector_ops += rows * n
+
+    # -- the decoder block (docs/block.md; every fp32 step is arch.nonlinear's) ----------------
+    def _rows(self, i, insn, fname, buf, addr, rows, n, tlog, dtype):
+        """The [rows, n] operand at `addr` as (logical copy, write-back): row-major, or
+        tile-major with 2^tlog columns a tile ([n / 2^t][rows][2^t])."""
+        if not tlog:
+            view = self._mem(i, insn, fname, buf, addr, (rows, n), dtype)
+
+            def put(v):
+                view[...] = v
+            return view.copy(), put
+        t = 1 << tlog
+        if n % t:
+            raise ExecError(f"insn {i} ({insn.op.name.lower()}): `n` must be a whole number of "
+                            f"{t}-column tiles (tlog {tlog}), not {n}")
+        view = self._mem(i, insn, fname, buf, addr, (n // t, rows, t), dtype)
+
+        def put_tiles(v):
+            view[...] = v.reshape(rows, n // t, t).transpose(1, 0, 2)
+        return view.transpose(1, 0, 2).reshape(rows, n), put_tiles
+
+    def _vstat(self, i, insn):
+        a = insn.args
+        rows, n, lanes = a["rows"], a["n"], self.cfg.timing.vector_lanes
+        x, _ = self._rows(i, insn, "src", Buffer.OUT, a["src"], rows, n, a["tlog"], OUT)
+        if Stat(a["stat"]) is Stat.SSQ:
+            acc = self._mem(i, insn, "acc", Buffer.SCALE, a["acc"], (rows, lanes), OUT)
+            start = None if a["first"] else acc.copy()
+            acc[...] = nonlinear.lane_partials(x * x, lanes, start)
+        else:
+            acc = self._mem(i, insn, "acc", Buffer.SCALE, a["acc"], (rows,), OUT)
+            m = nonlinear.lane_max(np.abs(x))
+            acc[...] = m if a["first"] else np.maximum(acc, m)
+        self.stats.vector_ops += rows * n
+
+    def _vnorm(self, i, insn):
+        a = insn.args
+        rows, n, lanes = a["rows"], a["n"], self.cfg.timing.vector_lanes
+        x = self._mem(i, insn, "src", Buffer.OUT, a["src"], (rows, n), OUT)
+        w = self._mem(i, insn, "w", Buffer.SCALE, a["w"], (n,), OUT)
+        acc = self._mem(i, insn, "acc", Buffer.SCALE, a["acc"], (rows, lanes), OUT)
+        inv_n, eps = self._mem(i, insn, "consts", Buffer.SCALE, a["consts"], (2,), OUT)
+        x[...] = nonlinear.rmsnorm_apply(x, w, nonlinear.lane_fold(acc), inv_n, eps)
+        self.stats.vector_ops += rows * n
+
+    def _vquant(self, i, insn):
+        a = insn.args
+        rows, n = a["rows"], a["n"]
+        x, _ = self._rows(i, insn, "src", Buffer.OUT, a["src"], rows, n, a["tlog"], OUT)
+        amax = self._mem(i, insn, "amax", Buffer.SCALE, a["amax"], (rows,), OUT)
+        xq, sx = nonlinear.quantize_rows_with(x, amax)
+        _, put = self._rows(i, insn, "dst", Buffer.ACT, a["dst"], rows, n, a["tlog"], ACT)
+        put(xq)
+        self._mem(i, insn, "sx", Buffer.SCALE, a["sx"], (rows,), ROW_SCALE)[...] = sx
+        self.stats.vector_ops += rows * n
+
+    def _vew(self, i, insn):
+        a = insn.args
+        shape = (a["rows"], a["n"])
+        x = self._mem(i, insn, "a", Buffer.OUT, a["a"], shape, OUT).copy()
+        y = self._mem(i, insn, "b", Buffer.OUT, a["b"], shape, OUT).copy()
+        fn = Ew(a["fn"])
+        if fn is Ew.ADD:
+            r = x + y
+        elif fn is Ew.MUL:
+            r = x * y
+        else:
+            r = nonlinear.silu_mul(x, y)
+        self._mem(i, insn, "dst", Buffer.OUT, a["dst"], shape, OUT)[...] = r
+        self.stats.vector_ops += x.size
+
+    def _vrope(self, i, insn):
+        a = insn.args
+        rows, heads, hd, step = a["rows"], a["heads"], a["hd"], a["step"]
+        if hd % 2:
+            raise ExecError(f"insn {i} (vrope): `hd` must be even, not {hd}")
+        x = self._mem(i, insn, "src", Buffer.OUT, a["src"], (rows, heads, hd), OUT)
+        cs = self._mem(i, insn, "cs", Buffer.SCALE, a["cs"], (-(-rows // step), hd), OUT)
+        t = cs[np.arange(rows) // step]
+        half = hd // 2
+        x[...] = nonlinear.rope(x, t[:, None, :half], t[:, None, half:])
+        self.stats.vector_ops += x.size
+
+    def _vkvq(self, i, insn):
+        a = insn.args
+        rows, heads, hd = a["rows"], a["heads"], a["hd"]
+        x = self._mem(i, insn, "src", Buffer.OUT, a["src"], (rows, heads * hd), OUT)
+        self.stats.vector_ops += x.size
+        if a["fp16"]:
+            h16 = x.reshape(rows, heads, hd).transpose(1, 0, 2).astype(np.float16)
+            self._mem(i, insn, "dst", Buffer.ACT, a["dst"], (heads, rows, hd),
+                      np.float16)[...] = h16
+            return
+        bits, group = a["bits"], 1 << a["glog"]
+        if bits not in kv.KV_FORMATS.values() or hd % group or hd * bits % 8:
+            raise ExecError(f"insn {i} (vkvq): `bits` {bits} and group {group} must be a KV "
+                            f"format's (2, 4 or 8 bits, a group dividing hd {hd})")
+        codes, scales = nonlinear.quantize_kv(x, bits, group)
+        packed = kv.encode_rows(codes.reshape(rows * heads, hd), bits)
+        rb = packed.shape[1]
+        dst = self._mem(i, insn, "dst", Buffer.ACT, a["dst"], (heads, rows, rb), np.uint8)
+        dst[...] = packed.reshape(rows, heads, rb).transpose(1, 0, 2)
+        j = hd // group
+        rec = self._mem(i, insn, "param", Buffer.SCALE, a["param"], (heads, j, rows), PARAM)
+        rec["scale"] = scales.reshape(rows, heads, j).transpose(1, 2, 0)
+        rec["zero"] = 1 if a["lut"] else 1 << (bits - 1)
+
+    def _vsmax(self, i, insn):
+        a = insn.args
+        rows, cols, lanes = a["rows"], a["cols"], self.cfg.timing.vector_lanes
+        valid = a["valid"] + (np.arange(rows) // a["step"] if a["step"] else 0)
+        if np.max(valid) > cols:
+            raise ExecError(f"insn {i} (vsmax): valid columns must be at most cols ({cols}), "
+                            f"not {int(np.max(valid))} (row {rows - 1})")
+        s, put = self._rows(i, insn, "src", Buffer.OUT, a["src"], rows, cols, a["tlog"], OUT)
+        p = nonlinear.softmax(s, np.broadcast_to(valid, (rows,)), lanes)
+        if a["colscale"]:
+            rec = self._mem(i, insn, "cs", Buffer.SCALE, a["cs"], (cols,), PARAM)
+            p = p * rec["scale"].astype(np.float32)[None, :]
+        put(p)
+        self.stats.vector_ops += 3 * rows * cols
+
+    def _vmv(self, i, insn):
+        a = insn.args
+        rows, n, k, lanes = a["rows"], a["n"], a["k"], self.cfg.timing.vector_lanes
+        x = self._mem(i, insn, "src", Buffer.OUT, a["src"], (rows, k), OUT)
+        w = self._mem(i, insn, "w", Buffer.WEIGHT, a["w"], (k, n) if a["trans"] else (n, k),
+                      np.float16).astype(np.float32)
+        if a["trans"]:
+            w = w.T
+        r = nonlinear.lane_sum(x[:, None, :] * w[None, :, :], lanes)
+        dst = self._mem(i, insn, "dst", Buffer.OUT, a["dst"], (rows, n), OUT)
+        dst[...] = dst + r if a["accumulate"] else r
+        self.stats.vector_ops += rows * n * k
+
+    def _pack(self, i, insn):
+        a = insn.args
+        n, cols, width, col0, bits = a["n"], a["cols"], a["width"], a["col0"], a["bits"]
+        if col0 + cols > width:
+            raise ExecError(f"insn {i} (pack): `col0 + cols` must be at most width ({width}), "
+                            f"not {col0 + cols}")
+        src = image.codes_layout(n, width, bits)
+        codes = src.decode(self._mem(i, insn, "src", Buffer.WEIGHT, a["src"], (src.nbytes,),
+                                     np.uint8))[:, col0:col0 + cols]
+        if a["trans"]:
+            codes = codes.T
+        try:
+            dst = image.weight_layout(self.cfg, "uniform", *codes.shape, bits)
+        except ValueError as e:
+            raise ExecError(f"insn {i} (pack): {e}") from None
+        out = self._mem(i, insn, "dst", Buffer.WEIGHT, a["dst"], (dst.nbytes,), np.uint8)
+        out[...] = dst.encode(codes)
+        self.stats.vector_ops += n * cols
 
 
 def run(config, program):

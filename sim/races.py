@@ -26,7 +26,11 @@ from bitlut.errors import UserError
 WRITES = {(Opcode.LOAD, "sram"), (Opcode.TBL, "tbl"), (Opcode.TBL, "sums"),
           (Opcode.GATHER, "dst"), (Opcode.CBX, "dst"), (Opcode.LMMA, "dst"),
           (Opcode.BSMM, "dst"), (Opcode.MMA, "dst"), (Opcode.VSUM, "sums"),
-          (Opcode.VDEQ, "out"), (Opcode.VOUT, "out"), (Opcode.VSCALE, "out")}
+          (Opcode.VDEQ, "out"), (Opcode.VOUT, "out"), (Opcode.VSCALE, "out"),
+          (Opcode.VSTAT, "acc"), (Opcode.VNORM, "src"), (Opcode.VQUANT, "dst"),
+          (Opcode.VQUANT, "sx"), (Opcode.VEW, "dst"), (Opcode.VROPE, "src"),
+          (Opcode.VKVQ, "dst"), (Opcode.VKVQ, "param"), (Opcode.VSMAX, "src"),
+          (Opcode.VMV, "dst"), (Opcode.PACK, "dst")}
 NUNITS = len(Unit)
 
 
