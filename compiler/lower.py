@@ -77,19 +77,31 @@ def lower(layer, config, tokens, tile=None, block_size=128, image=True, plan=Non
 def _emit(plan, cfg, m, tile, with_weights=True):
     prog = Program(words=[], meta={"layer": plan.name, "tokens": m, "config": cfg.tag,
                                    "tiling": tile.as_dict(), "act_quant": cfg.pe.act_quant})
-    dram = _DramImage(prog, plan, cfg, m, tile, with_weights)
-    slots = _scratchpad_slots(plan, cfg, tile, has_outliers=bool(dram.outliers))
-    emitter = _Emitter(plan, cfg, prog, dram, slots)
-    if "ones" in prog.symbols:          # token_group with outliers: the adder's unit scales
-        emitter.load(Buffer.SCALE, slots["sx"][0], "ones", 0, img.ROW_SCALE.itemsize * tile.mr)
-    block_ends = [emitter.row_block(m0, min(tile.mr, m - m0)) for m0 in range(0, m, tile.mr)]
+    emitter = emit_layer(ProgramBuilder(cfg, prog), plan, cfg, m, tile, with_weights)
     program = emitter.b.finish()
-    prog.meta["row_block_ends"] = block_ends      # last instruction of each row block
+    prog.meta["row_block_ends"] = emitter.block_ends      # last instruction of each row block
     prog.meta["tiles"] = emitter.tile_ends        # [m0, rows, n0, n, last instruction] each
     report = tiling_mod.estimate(plan, cfg, m, tile)
     report.update({"layer": plan.name, "tokens": m, "instructions": len(program.words),
-                   "tiling": tile.as_dict(), "weight_image_bytes": int(dram.weight_bytes)})
+                   "tiling": tile.as_dict(), "weight_image_bytes": int(emitter.dram.weight_bytes)})
     return Compiled(program, plan, tile, report)
+
+
+def emit_layer(builder, plan, cfg, m, tile, with_weights=True, prefix="", inputs=None):
+    """Emit the loop nest of one layer into `builder` (and its program's DRAM image): its
+    symbols are named `prefix` + `x`, `sx`, `y`, `w`, ..., except those `inputs` maps to an
+    existing symbol (`{"x": name, "sx": name}`: a whole block reads a layer's input where the
+    previous operator stored it). Returns the `_Emitter` (its `dram`, `tile_ends`,
+    `block_ends`)."""
+    prog = builder.program
+    dram = _DramImage(prog, plan, cfg, m, tile, with_weights, prefix, inputs)
+    slots = _scratchpad_slots(plan, cfg, tile, has_outliers=bool(dram.outliers))
+    emitter = _Emitter(plan, cfg, prog, dram, slots, builder, tile.mr)
+    if dram.has("ones"):          # token_group with outliers: the adder's unit scales
+        emitter.load(Buffer.SCALE, slots["sx"][0], "ones", 0, img.ROW_SCALE.itemsize * tile.mr)
+    emitter.block_ends = [emitter.row_block(m0, min(tile.mr, m - m0))
+                          for m0 in range(0, m, tile.mr)]
+    return emitter
 
 
 # -- the DRAM image -------------------------------------------------------------------------------
@@ -102,14 +114,17 @@ class _DramImage:
     bytes)}; `codebooks` {k-step: (offset, bytes)}; `outliers` {(block, k-step): [(offset,
     count)]} (a list longer than one `vout` holds is split); `weight_bytes`."""
 
-    def __init__(self, prog, plan, cfg, m, tile, with_weights):
+    def __init__(self, prog, plan, cfg, m, tile, with_weights, prefix="", inputs=None):
         self.prog, self.plan, self.cfg = prog, plan, cfg
-        prog.alloc("x", (m, plan.kp), "int8")
+        self.prefix, self.inputs = prefix, dict(inputs or {})
+        if "x" not in self.inputs:
+            prog.alloc(self.name("x"), (m, plan.kp), "int8")
         # token: one scale per row; token_group: one per k-step and row, k-step-major, so that
         # one k-step's scales of a row block are one contiguous DMA row
         grouped = cfg.pe.act_quant == "token_group"
-        prog.alloc("sx", (len(plan.ksteps), m) if grouped else (m,), "float32")
-        prog.alloc("y", (m, plan.n), "float32")
+        if "sx" not in self.inputs:
+            prog.alloc(self.name("sx"), (len(plan.ksteps), m) if grouped else (m,), "float32")
+        prog.alloc(self.name("y"), (m, plan.n), "float32")
         self.nblocks = [(n0, min(plan.n, n0 + tile.nw)) for n0 in range(0, plan.n, tile.nw)]
         self._weights(with_weights)
         self._params()
@@ -117,11 +132,18 @@ class _DramImage:
         need = tiling_mod.slot_bytes(plan, cfg, tile.mr, tile.nw)
         self.outliers = self._outliers(need["outlier"] // OUTLIER.itemsize)
         if grouped and self.outliers:
-            prog.alloc("ones", (tile.mr,), "float32")
-            prog.write("ones", np.ones(tile.mr, np.float32))
+            prog.alloc(self.name("ones"), (tile.mr,), "float32")
+            prog.write(self.name("ones"), np.ones(tile.mr, np.float32))
+
+    def name(self, sym):
+        """The program's name of this layer's symbol `sym`."""
+        return self.inputs.get(sym, self.prefix + sym)
+
+    def has(self, sym):
+        return self.name(sym) in self.prog.symbols
 
     def addr(self, sym, off=0):
-        return self.prog.symbols[sym].addr + off
+        return self.prog.symbols[self.name(sym)].addr + off
 
     def _weights(self, with_weights):
         plan, cfg = self.plan, self.cfg
@@ -133,10 +155,10 @@ class _DramImage:
                 self.weights[(bi, ks.index)] = (off, rows, rb, size)
                 off += -(-rows * rb // 64) * 64
         self.weight_bytes = off
-        self.prog.alloc("w", (off,), "uint8")
+        self.prog.alloc(self.name("w"), (off,), "uint8")
         if not with_weights:
             return
-        view = self.prog.view("w")
+        view = self.prog.view(self.name("w"))
         for bi, (n0, n1) in enumerate(self.nblocks):
             for ks in plan.ksteps:
                 off, _, _, size = self.weights[(bi, ks.index)]
@@ -151,8 +173,8 @@ class _DramImage:
                                     [ks.bits for ks in plan.ksteps])
         else:
             rec = img.block_param_records(plan.block_scale)
-        self.prog.alloc("param", (rec.nbytes,), "uint8")
-        self.prog.write("param", rec.view(np.uint8).ravel())
+        self.prog.alloc(self.name("param"), (rec.nbytes,), "uint8")
+        self.prog.write(self.name("param"), rec.view(np.uint8).ravel())
 
     def _codebooks(self):
         at, parts, off = {}, [], 0
@@ -161,8 +183,8 @@ class _DramImage:
             at[ks.index] = (off, len(data))
             parts.append(data)
             off += len(data)
-        self.prog.alloc("cb", (off,), "uint8")
-        self.prog.write("cb", np.concatenate(parts))
+        self.prog.alloc(self.name("cb"), (off,), "uint8")
+        self.prog.write(self.name("cb"), np.concatenate(parts))
         return at
 
     def _outliers(self, cap):
@@ -186,8 +208,8 @@ class _DramImage:
                                       for c0 in range(0, len(r), cap)]
                 recs.append(r)
                 off += r.nbytes
-        self.prog.alloc("outliers", (off,), "uint8")
-        self.prog.write("outliers", np.concatenate(recs).view(np.uint8))
+        self.prog.alloc(self.name("outliers"), (off,), "uint8")
+        self.prog.write(self.name("outliers"), np.concatenate(recs).view(np.uint8))
         return at
 
 
@@ -271,11 +293,12 @@ class _Emitter:
     """Emits the loop nest of the module docstring, one method per stage; `compiler.builder`
     derives the tokens from the regions each stage declares."""
 
-    def __init__(self, plan, cfg, prog, dram, slots):
+    def __init__(self, plan, cfg, prog, dram, slots, builder, mr):
         self.plan, self.cfg, self.prog, self.dram, self.slots = plan, cfg, prog, dram, slots
-        self.b = ProgramBuilder(cfg, prog)
+        self.b = builder
         self.kind, self.pe = plan.kind, cfg.pe
-        self.mr = prog.meta["tiling"]["mr"]
+        self.mr = mr
+        self.m = prog.symbols[dram.name("y")].shape[0]
         self.grouped = cfg.pe.act_quant == "token_group"
         self.t = 0                   # k-steps so far across the program (slot parity)
         self.tiles = 0               # output tiles so far (output slot parity)
@@ -415,7 +438,7 @@ class _Emitter:
             # the k-step's activation scales of these rows, right behind the records
             rs = img.ROW_SCALE.itemsize
             self.load(Buffer.SCALE, c.param + img.rowscale_offset(self.kind == "codebook", c.n),
-                      "sx", rs * (c.ks.index * self.prog.meta["tokens"] + c.m0), rs * c.rows)
+                      "sx", rs * (c.ks.index * self.m + c.m0), rs * c.rows)
             c.param_bytes += rs * c.rows
 
     def matmul(self, c):

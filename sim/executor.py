@@ -531,7 +531,7 @@ class Executor:
         cs = self._mem(i, insn, "cs", Buffer.SCALE, a["cs"], (-(-rows // step), hd), OUT)
         t = cs[np.arange(rows) // step]
         half = hd // 2
-        x[...] = nonlinear.rope(x, t[:, None, :half], t[:, None, half:])
+        x[...] = nonlinear.rope(x, t[:, :half], t[:, half:])
         self.stats.vector_ops += x.size
 
     def _vkvq(self, i, insn):
