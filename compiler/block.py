@@ -231,26 +231,47 @@ def check_block(shape, config, tokens, past, kv_fmt, where="--ctx"):
 
 
 def lower_block(shape, layers, norms, config, tokens, past, kv_fmt, image=True, tile=None,
-                plans=None, past_cache=None, rope=None):
+                plans=None, past_cache=None, rope=None, ops=OPERATORS, linear=True,
+                chunks=None):
     """Compile one decoder block for `tokens` new tokens after `past` cached ones.
 
     `shape` (quant.model_shape.ModelShape or alike), `layers` {role: QLayer}, `norms` (attention
     and MLP norm weights [hidden]), `kv_fmt` (`arch.kv.KVFormat`, checked by
     `arch.kv.check_format`). `image=False` leaves weights, norms and the cache out of the DRAM
     image (timing only). `past_cache` (sim.block_golden.PastKV) writes the cached tokens;
-    `rope` (cs_k, cs_q) the host's tables [tokens, hd]. Raises `LoweringError`."""
+    `rope` (cs_k, cs_q) the host's tables [tokens, hd].
+
+    Parts of a block, for timing them apart (`sim.block_driver` samples a long prefill so):
+    `ops` the operators to emit, `linear=False` leaves the linear layers out of them (their
+    gathers and quantizations stay), `chunks` [(KV head, first query token)] the attention
+    chunks to emit (None: all). Raises `LoweringError`."""
     check_block(shape, config, tokens, past, kv_fmt)
     tile = tile or attention_tile(config)
     plans = plans or {r: plan_layer(layers[r], config) for r in ROLES}
     prog = Program(words=[], meta={"block": True, "tokens": tokens, "past": past,
                                    "config": config.tag, "kv": kv_fmt.name, "tile": tile})
     e = _BlockEmitter(shape, plans, config, prog, tokens, past, kv_fmt, tile, image)
+    e.emit_linear, e.chunks = linear, chunks
     e.inputs(norms, past_cache, rope)
-    e.emit()
+    e.emit(ops)
     program = e.b.finish()
     prog.meta["ops"] = e.ops
     return CompiledBlock(program, plans, e.ops, e.kv, tokens, past, tile,
                          {"instructions": len(program.words)})
+
+
+def _identity(plan):
+    """True when a layer's lowered activations are its input as it is (no permutation, no
+    padding): it reads the operator's codes directly, without a gather."""
+    return plan.kp == plan.k and bool(np.all(plan.src_col == np.arange(plan.k)))
+
+
+def query_chunk(config, shape, tokens, past, kv_fmt, tile=None):
+    """Query tokens per attention chunk of a block of `tokens` after `past` (the chunks start
+    at 0, q, 2q, ...)."""
+    tile = tile or attention_tile(config)
+    ncols = -(-(past + tokens) // tile) * tile
+    return attention_rows(config, shape, kv_fmt, ncols, tile) // (shape.heads // shape.kv_heads)
 
 
 class _BlockEmitter:
@@ -318,6 +339,7 @@ class _BlockEmitter:
         s, T = self.s, self.T
         self.alloc("x", (T, s.hidden), "float32")
         self.alloc("out", (T, s.hidden), "float32")
+        self._symbols()
         for name, w in zip(("norm.attn", "norm.mlp"), norms, strict=True):
             self.alloc(name, (s.hidden,), "float32")
             if self.image:
@@ -374,28 +396,40 @@ class _BlockEmitter:
                 self.prog.view("kv.vp")[o:o + rec.nbytes] = rec.view(np.uint8)
 
     # -- the block --------------------------------------------------------------------------
-    def emit(self):
+    def emit(self, ops):
         s = self.s
-        self.section("attn_norm", self.rowwise, s.hidden, ["x"], None, None, "norm.attn",
-                     self.quant_out("attn_in", s.hidden))
-        self.section("qkv", self.linears, ("q_proj", "k_proj", "v_proj"), "attn_in")
-        self.section("rope", self.rope_and_cache)
-        self.section("attention", self.attention)
-        self.section("o_proj", self.quantized_linear, "attn", "o_proj", s.heads * s.head_dim)
-        self.section("mlp_norm", self.rowwise, s.hidden, ["x", "o_proj.y"], Ew.ADD,
-                     self.alloc("h", (self.T, s.hidden), "float32"),
-                     "norm.mlp", self.quant_out("mlp_in", s.hidden))
-        self.section("mlp", self.mlp)
-        self.section("residual", self.rowwise, s.hidden, ["h", "down_proj.y"], Ew.ADD, "out",
-                     None, None)
+        sections = {
+            "attn_norm": (self.rowwise, s.hidden, ["x"], None, None, "norm.attn", "attn_in"),
+            "qkv": (self.linears, ("q_proj", "k_proj", "v_proj"), "attn_in"),
+            "rope": (self.rope_and_cache,),
+            "attention": (self.attention,),
+            "o_proj": (self.quantized_linear, "attn", "o_proj", s.heads * s.head_dim),
+            "mlp_norm": (self.rowwise, s.hidden, ["x", "o_proj.y"], Ew.ADD, "h", "norm.mlp",
+                         "mlp_in"),
+            "mlp": (self.mlp,),
+            "residual": (self.rowwise, s.hidden, ["h", "down_proj.y"], Ew.ADD, "out", None,
+                         None),
+        }
+        for name in OPERATORS:
+            if name in ops:
+                self.section(name, *sections[name])
 
-    def quant_out(self, name, k):
-        """DRAM symbols of a quantized operator output [T, k]: codes (with room for a
-        gather's over-read of the widest lowered row) and row scales."""
+    def _symbols(self):
+        """Every symbol an operator hands to the next: allocated up front, so that any
+        subset of the operators compiles."""
+        s, T = self.s, self.T
         pad = max(p.kp for p in self.plans.values())
-        self.alloc(f"{name}.xq", (self.T * k + pad,), "int8")
-        self.alloc(f"{name}.sx", (self.T,), "float32")
-        return name
+        for name, k in (("attn_in", s.hidden), ("o_proj_in", s.heads * s.head_dim),
+                        ("mlp_in", s.hidden), ("down_in", s.intermediate)):
+            self.alloc(f"{name}.xq", (T * k + pad,), "int8")    # room for a gather's over-read
+            self.alloc(f"{name}.sx", (T,), "float32")
+        for role, plan in self.plans.items():
+            self.alloc(f"{role}.y", (T, plan.n), "float32")
+            if not _identity(plan):
+                self.alloc(f"{role}.x", (T, plan.kp), "int8")
+        for name, n in (("q_rot", s.heads * s.head_dim), ("attn", s.heads * s.head_dim),
+                        ("h", s.hidden), ("act", s.intermediate)):
+            self.alloc(name, (T, n), "float32")
 
     # -- row-wise vector operators ---------------------------------------------------------
     def _chunking(self, n):
@@ -523,12 +557,13 @@ class _BlockEmitter:
         loop nest (compiler.lower)."""
         plan = self.plans[role]
         x = f"{source}.xq"
-        identity = plan.kp == plan.k and bool(np.all(plan.src_col == np.arange(plan.k)))
-        if not identity:
+        if not _identity(plan):
             x = self.gather(role, plan, source)
+        if not self.emit_linear:
+            return
         tile = tiling_mod.choose(plan, self.cfg, self.T)
         emit_layer(self.b, plan, self.cfg, self.T, tile, self.image, prefix=f"{role}.",
-                   inputs={"x": x, "sx": f"{source}.sx"})
+                   inputs={"x": x, "sx": f"{source}.sx", "y": f"{role}.y"})
 
     def gather(self, role, plan, source):
         """The layer's lowered activations [T, kp] from the operator's [T, k] codes: a row
@@ -538,7 +573,7 @@ class _BlockEmitter:
         if plan.kind == "uniform" and kp != k:
             raise LoweringError(f"layer `{plan.name}`: a uniform layer with padded k-steps "
                                 f"cannot take on-chip activations")
-        dst = self.alloc(f"{role}.x", (self.T, kp), "int8")
+        dst = f"{role}.x"
         idx = np.where(plan.src_col >= 0, plan.src_col, 0).astype(np.uint16)
         isym = self.alloc(f"{role}.gather", (kp,), "uint16")
         self.prog.write(isym, idx)
@@ -559,22 +594,20 @@ class _BlockEmitter:
         return dst
 
     def quantized_linear(self, src, role, k):
-        self.rowwise(k, [src], None, None, None, self.quant_out(f"{role}_in", k))
+        self.rowwise(k, [src], None, None, None, f"{role}_in")
         self.linear(role, f"{role}_in")
 
     def mlp(self):
         s = self.s
         self.linears(("gate_proj", "up_proj"), "mlp_in")
-        self.rowwise(s.intermediate, ["gate_proj.y", "up_proj.y"], Ew.SILU_MUL,
-                     self.alloc("act", (self.T, s.intermediate), "float32"), None,
-                     self.quant_out("down_in", s.intermediate))
+        self.rowwise(s.intermediate, ["gate_proj.y", "up_proj.y"], Ew.SILU_MUL, "act", None,
+                     "down_in")
         self.linear("down_proj", "down_in")
 
     # -- RoPE and the cache write -----------------------------------------------------------
     def rope_and_cache(self):
         s, T, f4 = self.s, self.T, OUT.itemsize
         hd = s.head_dim
-        self.alloc("q_rot", (T, s.heads * hd), "float32")
         for which, heads in (("q", s.heads), ("k", s.kv_heads), ("v", s.kv_heads)):
             half = self.cfg.sram.bytes("out") // 2
             hc = max(1, min(heads, half // (hd * f4), field_max(Opcode.VROPE, "heads")))
@@ -640,13 +673,15 @@ class _BlockEmitter:
 
     # -- attention ------------------------------------------------------------------------------
     def attention(self):
-        s, T, tile = self.s, self.T, self.tile
-        self.alloc("attn", (T, s.heads * s.head_dim), "float32")
-        ncols_all = -(-(self.L + T) // tile) * tile
-        tq = attention_rows(self.cfg, s, self.fmt, ncols_all, tile) // self.G
+        s, T = self.s, self.T
+        tq = self.query_chunk()
         for h in range(s.kv_heads):
             for t0 in range(0, T, tq):
-                self._attention_chunk(h, t0, min(tq, T - t0))
+                if self.chunks is None or (h, t0) in self.chunks:
+                    self._attention_chunk(h, t0, min(tq, T - t0))
+
+    def query_chunk(self):
+        return query_chunk(self.cfg, self.s, self.T, self.L, self.fmt, self.tile)
 
     def _attention_chunk(self, h, t0, tq):
         """One KV head's attention for query tokens t0 .. t0+tq: rows (t, g) of its GQA

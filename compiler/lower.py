@@ -124,7 +124,8 @@ class _DramImage:
         grouped = cfg.pe.act_quant == "token_group"
         if "sx" not in self.inputs:
             prog.alloc(self.name("sx"), (len(plan.ksteps), m) if grouped else (m,), "float32")
-        prog.alloc(self.name("y"), (m, plan.n), "float32")
+        if "y" not in self.inputs:
+            prog.alloc(self.name("y"), (m, plan.n), "float32")
         self.nblocks = [(n0, min(plan.n, n0 + tile.nw)) for n0 in range(0, plan.n, tile.nw)]
         self._weights(with_weights)
         self._params()
