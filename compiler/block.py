@@ -48,6 +48,9 @@ MAX_ROWS = min(field_max(op, "rows") for op in (Opcode.VSTAT, Opcode.VNORM, Opco
                                                  Opcode.VSMAX, Opcode.VMV, Opcode.GATHER,
                                                  Opcode.TBL))
 DEFAULT_TILE = 64
+#: K and V tiles in flight in an attention chunk: each needs a code slot, an image slot and a
+#: record slot, so that the loads of the next tiles run ahead of the repack and the matmul.
+SLOTS = 4
 
 
 @dataclass
@@ -97,6 +100,7 @@ class AttentionLayout:
     k_group: int
     table_entry: int        # bytes of one table's entries (E x entry bytes); 0: no tables
     group: int              # pe.group
+    slots: int = SLOTS      # K/V tiles in flight (code, image and record slots)
 
     @property
     def q(self):
@@ -123,7 +127,7 @@ class AttentionLayout:
 
     @property
     def vconst(self):
-        return self.krec(2)
+        return self.krec(self.slots)
 
     @property
     def stats(self):
@@ -166,12 +170,9 @@ def _attention_fits(config, shape, fmt, rows, ncols, tile):
     need = {"out": lay.out_bytes(), "scale": lay.scale_bytes() if not fmt.fp16 else
             _ceil64(rows * 4) * 3}
     if fmt.fp16:
-        need["weight"] = 2 * tile * hd * 2
+        need["weight"] = SLOTS * tile * hd * 2
     else:
-        row = kvmod.KVLayout(fmt, 1, hd, tile).row_bytes
-        wimg = max(img.weight_layout(config, "uniform", tile, lay.k_group, fmt.bits).nbytes,
-                   img.weight_layout(config, "uniform", hd, tile, fmt.bits).nbytes)
-        need["weight"] = 2 * _ceil64(tile * row) + 2 * _ceil64(wimg)
+        need["weight"] = 2 * SLOTS * _weight_slot(config, shape, fmt, tile)
         need["act"] = 2 * max(rows * ncols, rows * hd)
         need["acc"] = 2 * rows * max(tile, hd) * 4
         need["table"] = lay.table_bytes()
@@ -179,6 +180,15 @@ def _attention_fits(config, shape, fmt, rows, ncols, tile):
         if nbytes > sram.bytes(buf):
             return buf
     return None
+
+
+def _weight_slot(config, shape, fmt, tile):
+    """Bytes of one WEIGHT slot: a tile's codes or its image, whichever is larger."""
+    hd = shape.head_dim
+    row = kvmod.KVLayout(fmt, 1, hd, tile).row_bytes
+    wimg = max(img.weight_layout(config, "uniform", tile, fmt.k_group(hd), fmt.bits).nbytes,
+               img.weight_layout(config, "uniform", hd, tile, fmt.bits).nbytes)
+    return _ceil64(max(tile * row, wimg))
 
 
 def _layout(config, shape, fmt, rows, ncols, tile):
@@ -288,6 +298,7 @@ class _BlockEmitter:
         self.kv = kvmod.KVLayout(kv_fmt, shape.kv_heads, shape.head_dim, ctx_max)
         self.lut = cfg.pe.kind == "lut"
         self.slot = 0
+        self.rings = {}
 
     # -- helpers ----------------------------------------------------------------------------
     def alloc(self, name, shape, dtype):
@@ -718,6 +729,12 @@ class _BlockEmitter:
         self.slot += 1
         return self.slot % 2
 
+    def _ring(self, name, n=SLOTS):
+        """The next of `n` slots of the region `name`, round robin."""
+        i = self.rings.get(name, -1) + 1
+        self.rings[name] = i
+        return i % n
+
     def _kv_tile(self, which, h, jt, wslot, nbytes):
         """Load token tile jt of head h's K or V rows into WEIGHT at `wslot`."""
         lay = self.kv
@@ -728,7 +745,7 @@ class _BlockEmitter:
         R, hd, tile, f4 = lay.rows, lay.hd, lay.tile, OUT.itemsize
         wbytes = tile * hd * 2
         for jt in range(ntiles):
-            w = self._next() * wbytes
+            w = self._ring("w") * wbytes
             self._kv_tile("k", h, jt, w, wbytes)
             dst = lay.scores + jt * R * tile * f4
             self.vec(Opcode.VMV, [self.R(Buffer.OUT, lay.q, R * hd * f4),
@@ -741,7 +758,7 @@ class _BlockEmitter:
         wbytes = tile * hd * 2
         o = self.R(Buffer.OUT, lay.o, R * hd * f4)
         for jt in range(ntiles):
-            w = self._next() * wbytes
+            w = self._ring("w") * wbytes
             self._kv_tile("v", h, jt, w, wbytes)
             src = lay.scores + jt * R * tile * f4
             self.vec(Opcode.VMV, [self.R(Buffer.OUT, src, R * tile * f4),
@@ -813,8 +830,8 @@ class _BlockEmitter:
 
     def _wslots(self, p):
         """(codes, image) addresses of WEIGHT slot p."""
-        q = self.cfg.sram.bytes("weight") // 4
-        return p * q, 2 * q + p * q
+        q = _weight_slot(self.cfg, self.s, self.fmt, self.tile)
+        return p * q, (SLOTS + p) * q
 
     def _scores_int(self, h, lay, ntiles):
         """q·Kᵀ on the array: q quantized k-step-major (one K scale group a tile of the
@@ -832,11 +849,11 @@ class _BlockEmitter:
         cbytes = tile * kvl.row_bytes
         rbytes = tile * PARAM.itemsize
         for jt in range(ntiles):
-            codes, _ = self._wslots(self._next())
+            codes, _ = self._wslots(self._ring("codes"))
             self._kv_tile("k", h, jt, codes, cbytes)
             out = lay.scores + jt * R * tile * f4
             for j in range(J):
-                p = self._next()
+                p = self._ring("image")
                 _, image = self._wslots(p)
                 if self.cfg.pe.kind == "mac" and J == 1:
                     image, wbytes = codes, cbytes
@@ -845,7 +862,7 @@ class _BlockEmitter:
                 rec = lay.krec(p)
                 self.load_flat(Buffer.SCALE, rec, "kv.kp", kvl.k_param_offset(h, j, jt * tile),
                                rbytes)
-                acc = p * R * max(tile, hd) * 4
+                acc = (p % 2) * R * max(tile, hd) * 4
                 src, nbytes = operands[j]
                 self._matmul(R, tile, group, src, nbytes, image, wbytes, acc)
                 self._deq(R, tile, acc, rec, rbytes, lay.sums(j), out, j == 0)
@@ -868,7 +885,8 @@ class _BlockEmitter:
             p = self._next()
             src, nbytes = self._operand(R, tile, pq + jt * R * tile, lay.sums(J + p),
                                         lay.ptbl(p))
-            codes, image = self._wslots(p)
+            codes, _ = self._wslots(self._ring("codes"))
+            _, image = self._wslots(self._ring("image"))
             self._kv_tile("v", h, jt, codes, cbytes)
             wbytes = self._pack(tile, hd, 0, True, codes, cbytes, image)
             acc = p * R * max(tile, hd) * 4
