@@ -162,12 +162,15 @@ def bits_breakdown(q):
 
 
 def format_inspect(path, qm):
-    """The `bitlut inspect` report as text: per layer, bits/weight broken into codes, tables
-    (codebooks or scales/zeros), the bit map and outliers, and their sum."""
+    """The `bitlut inspect` report as text: the model's shape (or that the file does not record
+    it), then per layer, bits/weight broken into codes, tables (codebooks or scales/zeros), the
+    bit map and outliers, and their sum."""
     size = Path(path).stat().st_size
     lines = [f"{path}: model {qm.model}, quantizer {qm.quantizer.get('name')}, "
              f"{len(qm.layers)} layers, {size / 2**20:.2f} MiB on disk",
              f"settings: {qm.quantizer.get('settings')}",
+             f"shape: {qm.shape.describe() if qm.shape else 'not recorded'}"
+             + (f"; {len(qm.norms)} RMSNorm weights" if qm.norms else ""),
              f"{'layer':<40} {'kind':<8} {'N x K':>13} {'bits (columns)':<22} {'outliers':>9} "
              + " ".join(f"{p:>8}" for p, _ in PARTS) + f" {'bpw':>7}"]
     total = dict.fromkeys((p for p, _ in PARTS), 0.0)
