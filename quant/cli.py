@@ -129,12 +129,17 @@ def cmd_quantize(args):
                                                 samples=args.samples, seqlen=args.seqlen,
                                                 seed=args.seed, device=args.device,
                                                 progress=advance,
-                                                random_tokens=args.random_tokens)
+                                                random_tokens=args.random_tokens,
+                                                on_warning=_warn)
     path = quant.save(args.output, qm)
     print(f"wrote {path}: {len(qm.layers)} layers, {method.label()}, "
           f"{qm.bits_per_weight(True):.3f} bits/weight "
           f"({qm.bits_per_weight(False):.3f} without outliers)")
     return 0
+
+
+def _warn(message):
+    print(f"bitlut: warning: {message}", file=sys.stderr)
 
 
 def _check_device(device):
