@@ -18,16 +18,22 @@ Calibration data (`Calibration`, `calibration_batches`) fits the model: causal m
 segments of the tokenized text at seeded offsets, as GPTQ samples C4; encoders get whole
 documents tokenized as the model expects, padded per batch, and padding rows are left out of
 every Hessian. The default text ships in `quant/data/`; random tokens only on request.
+
+For a LLaMA-family model (`quant.model_shape.HF_TYPES`) the result also records the model's shape
+from config.json and its RMSNorm weights from the checkpoint (`QModel.shape`, `QModel.norms`), so
+that a whole block can run from the `.q` file; other models record neither.
 """
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bitlut.errors import UserError
+from quant.model_shape import FINAL_NORM, HF_TYPES, NORM_ROLES, ModelShape
 
 SAMPLES = 16          # causal: segments (GPTQ uses 128 x 2048 tokens; CPU-sized default)
 SEQLEN = 256
@@ -257,7 +263,7 @@ def masked_rows(x, mask):
 
 def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQLEN, seed=0,
                         device="cpu", progress=None, on_block=None, random_tokens=False,
-                        calibration=None, sequential=True, hessians=None):
+                        calibration=None, sequential=True, hessians=None, on_warning=None):
     """Quantize every nn.Linear in the blocks of the checkpoint at `folder`; returns a `QModel`
     whose layer names are the checkpoint's module names (e.g. `model.layers.0.mlp.down_proj`).
 
@@ -266,8 +272,11 @@ def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQ
     calibrates each block on the outputs of the blocks before it with their quantized weights;
     without it every layer sees the fp32 model's activations. `hessians`, when a dict, receives
     each layer's H [K, K] (for tests). `progress(n)` gets the number of columns done;
-    `on_block(i, n_blocks)` is called per block. Raises `UserError` for a missing or unreadable
-    folder, config, weights, tokenizer or text."""
+    `on_block(i, n_blocks)` is called per block. A LLaMA-family model's shape and norms are
+    recorded (`model_shape`); when its config has something the shape cannot express (see
+    `ModelShape.from_hf_config`), `on_warning(message)` (default: `warnings.warn`) says so and the
+    file records the linear layers only. Raises `UserError` for a missing or unreadable folder,
+    config, weights, tokenizer or text."""
     from quant.gptq import Hessian
     from quant.layer import QModel
     from quant.method import Method, quantize_layer
@@ -275,6 +284,7 @@ def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQ
     cal = calibration or Calibration(text, samples, seqlen, seed, random_tokens)
     folder = Path(folder)
     config = load_config(folder)
+    shape = model_shape(folder, config, on_warning)
     n_blocks = int(config.num_hidden_layers)
     weights = _Weights(folder)
     torch.manual_seed(cal.seed)
@@ -285,11 +295,15 @@ def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQ
     del model
 
     layers = {}
+    norms = {} if shape is not None else None
     for i in range(n_blocks):
         if on_block is not None:
             on_block(i, n_blocks)
         bprefix = f"{prefix}{blocks_name}.{i}."
         _load_block(template, weights, bprefix, folder, device)
+        if norms is not None:
+            norms.update({f"{bprefix}{r}": _norm(weights, f"{bprefix}{r}", folder)
+                          for r in NORM_ROLES})
         linears = [(n, m) for n, m in template.named_modules() if isinstance(m, torch.nn.Linear)]
         hess = {n: Hessian(m.in_features, device) for n, m in linears}
         current = {}
@@ -322,7 +336,32 @@ def quantize_checkpoint(folder, method=None, text=None, samples=None, seqlen=SEQ
                         "calibration": {**cal.metadata(model_kind(config), batches),
                                         "sequential": sequential},
                         "blocks": n_blocks}
-    return QModel(model=folder.resolve().name, quantizer=meta, layers=layers)
+    if norms is not None:
+        norms[FINAL_NORM] = _norm(weights, f"{prefix}{FINAL_NORM}", folder)
+    return QModel(model=folder.resolve().name, quantizer=meta, layers=layers, shape=shape,
+                  norms=norms)
+
+
+def model_shape(folder, config, on_warning=None):
+    """The `ModelShape` of a LLaMA-family checkpoint from its config, or None: for another
+    `model_type`, or (after `on_warning(message)`, default `warnings.warn`) for a LLaMA-family
+    config that `ModelShape.from_hf_config` rejects."""
+    if config.model_type not in HF_TYPES:
+        return None
+    try:
+        return ModelShape.from_hf_config(config.to_dict(), Path(folder) / "config.json")
+    except UserError as e:
+        message = f"{e}; the .q file will not record the model's shape (linear layers only)"
+        (on_warning or warnings.warn)(message)
+        return None
+
+
+def _norm(weights, module, folder):
+    """The RMSNorm weight of `module` ([hidden] float32 numpy)."""
+    key = f"{module}.weight"
+    if key not in weights.where:
+        raise UserError(f"{folder}: checkpoint must hold `{key}`, not lack it")
+    return weights.get(key).float().numpy()
 
 
 def _hidden(out):

@@ -129,12 +129,17 @@ def cmd_quantize(args):
                                                 samples=args.samples, seqlen=args.seqlen,
                                                 seed=args.seed, device=args.device,
                                                 progress=advance,
-                                                random_tokens=args.random_tokens)
+                                                random_tokens=args.random_tokens,
+                                                on_warning=_warn)
     path = quant.save(args.output, qm)
     print(f"wrote {path}: {len(qm.layers)} layers, {method.label()}, "
           f"{qm.bits_per_weight(True):.3f} bits/weight "
           f"({qm.bits_per_weight(False):.3f} without outliers)")
     return 0
+
+
+def _warn(message):
+    print(f"bitlut: warning: {message}", file=sys.stderr)
 
 
 def _check_device(device):
@@ -162,12 +167,15 @@ def bits_breakdown(q):
 
 
 def format_inspect(path, qm):
-    """The `bitlut inspect` report as text: per layer, bits/weight broken into codes, tables
-    (codebooks or scales/zeros), the bit map and outliers, and their sum."""
+    """The `bitlut inspect` report as text: the model's shape (or that the file does not record
+    it), then per layer, bits/weight broken into codes, tables (codebooks or scales/zeros), the
+    bit map and outliers, and their sum."""
     size = Path(path).stat().st_size
     lines = [f"{path}: model {qm.model}, quantizer {qm.quantizer.get('name')}, "
              f"{len(qm.layers)} layers, {size / 2**20:.2f} MiB on disk",
              f"settings: {qm.quantizer.get('settings')}",
+             f"shape: {qm.shape.describe() if qm.shape else 'not recorded'}"
+             + (f"; {len(qm.norms)} RMSNorm weights" if qm.norms else ""),
              f"{'layer':<40} {'kind':<8} {'N x K':>13} {'bits (columns)':<22} {'outliers':>9} "
              + " ".join(f"{p:>8}" for p, _ in PARTS) + f" {'bpw':>7}"]
     total = dict.fromkeys((p for p, _ in PARTS), 0.0)

@@ -19,6 +19,7 @@ import numpy as np
 
 from bitlut.formats import CODEBOOK_BITS, KINDS, UNIFORM_BITS  # noqa: F401  (the .q domains)
 from quant import reference
+from quant.model_shape import ModelShape
 
 
 @dataclass
@@ -105,17 +106,25 @@ class QLayer:
 
 @dataclass
 class QModel:
-    """A quantized model: layers in order plus provenance.
+    """A quantized model: layers in order plus provenance, and what a whole block needs.
 
     Members:
         model: model name (e.g. `synthetic-llama7b` or a checkpoint's folder name).
         quantizer: {"name": "claq" | "gptq" | "rtn", "settings": {...}} (JSON-serialisable).
         layers: dict name -> QLayer, in file order.
+        shape: the model's `quant.model_shape.ModelShape` (heads, head dim, RoPE, norms), or None
+            for a model that is not LLaMA-family or a file written before it was recorded.
+        norms: dict name -> [hidden] float32 RMSNorm weight, or None: per block
+            `<prefix>input_layernorm` and `<prefix>post_attention_layernorm`, where `<prefix>` is
+            the block's layer-name prefix (`model.layers.3.`; empty in a synthetic one-block
+            model), and `norm`, the final norm. Only with `shape`.
     """
 
     model: str
     quantizer: dict
     layers: dict
+    shape: ModelShape | None = None
+    norms: dict | None = None
 
     def bits_per_weight(self, outliers=True):
         """Weight-count-weighted average of the layers' `bits_per_weight`."""

@@ -1,5 +1,6 @@
 """The `.q` file: a safetensors container of bit-packed codes, codebooks or scales/zeros, bit-width
-map, permutation and outlier list, with a JSON metadata header. The spec is docs/qformat.md;
+map, permutation and outlier list, with a JSON metadata header; for a LLaMA-family model also its
+shape (`model_shape`) and RMSNorm weights (`norm.<name>`). The spec is docs/qformat.md;
 DESIGN.md §6. Loading never executes code (no pickle, no torch.load) and validates everything,
 raising one `UserError` line that names the file, the tensor and the problem.
 """
@@ -14,6 +15,12 @@ import numpy as np
 from bitlut.errors import UserError
 from bitlut.fileio import AtomicPath
 from quant.layer import CODEBOOK_BITS, KINDS, UNIFORM_BITS, QLayer, QModel
+from quant.model_shape import (
+    ModelShape,
+    norm_of,
+    require_shape,  # noqa: F401  (the block features' check of a file)
+    role_of,
+)
 
 FORMAT = "bitlut.q"
 VERSION = 1
@@ -23,6 +30,7 @@ ROW16_MAX_N = 1 << 16
 # N and K index int32 tensors (`perm`, wide `outlier_rows`), so neither may pass int32.
 DIM_MAX = (1 << 31) - 1
 NAME_MAX = 200                  # characters of a layer name (file names derive from it)
+NORM_PREFIX = "norm."           # tensor `norm.<name>` holds QModel.norms[<name>]
 
 
 # ---- bit packing -------------------------------------------------------------------------------
@@ -139,6 +147,12 @@ def _layer_meta(q):
             **({"smooth": True} if q.smooth is not None else {})}
 
 
+def norm_tensors(norms):
+    """The tensors of `QModel.norms`: `norm.<name>` float32 [hidden] (docs/qformat.md)."""
+    return {NORM_PREFIX + name: np.ascontiguousarray(np.asarray(w, np.float32))
+            for name, w in (norms or {}).items()}
+
+
 def checksum(tensors, meta):
     """sha256 over the metadata (canonical JSON without its `checksum` key) and then every tensor
     in name order: name, dtype, shape and raw little-endian bytes. "sha256:<hex>"."""
@@ -171,11 +185,14 @@ def save(path, qmodel):
     tensors = {}
     for q in qmodel.layers.values():
         tensors.update(layer_tensors(q))
+    tensors.update(norm_tensors(qmodel.norms))
     layers = [_layer_meta(q) for q in qmodel.layers.values()]
     meta = {"format": FORMAT, "version": VERSION, "model": qmodel.model,
             "quantizer": qmodel.quantizer, "layers": layers,
             "bits_per_weight": round(qmodel.bits_per_weight(True), 6),
             "bits_per_weight_no_outliers": round(qmodel.bits_per_weight(False), 6)}
+    if qmodel.shape is not None:
+        meta["model_shape"] = qmodel.shape.as_json()
     meta["checksum"] = checksum(tensors, meta)
     _validate(f"{path} (being saved)", tensors, meta)
     return write_raw(path, tensors, meta)
@@ -260,8 +277,9 @@ def check_layer_name(name):
 
 
 def load(path):
-    """Read and validate a `.q` file; returns a `QModel`. Raises `UserError` naming the file, the
-    tensor and the problem for any malformed, truncated, tampered or unsupported file."""
+    """Read and validate a `.q` file; returns a `QModel` (`shape` and `norms` None for a file
+    without `model_shape`). Raises `UserError` naming the file, the tensor and the problem for any
+    malformed, truncated, tampered or unsupported file."""
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
     path = Path(path)
@@ -275,9 +293,9 @@ def load(path):
     if checksum(tensors, meta) != meta.get("checksum"):
         _fail(path, f"checksum must be {_short(meta.get('checksum'))} as recorded, not "
                     f"{checksum(tensors, meta)!r}: the file was modified or corrupted")
-    layers = _validate(path, tensors, meta)
+    layers, shape, norms = _validate(path, tensors, meta)
     return QModel(model=str(meta.get("model", "")), quantizer=meta.get("quantizer", {}),
-                  layers={q.name: q for q in layers})
+                  layers={q.name: q for q in layers}, shape=shape, norms=norms or None)
 
 
 _DTYPES = {"codes": np.uint8, "bits": np.uint8, "perm": np.int32, "outlier_col_ptr": np.int32,
@@ -286,7 +304,11 @@ _DTYPES = {"codes": np.uint8, "bits": np.uint8, "perm": np.int32, "outlier_col_p
 
 
 def _validate(path, tensors, meta):
-    """Check the metadata and every tensor; returns the list of `QLayer`s."""
+    """Check the metadata and every tensor; returns (the list of `QLayer`s, the `ModelShape` or
+    None, the norms {name: [hidden] float32})."""
+    shape = None
+    if "model_shape" in meta:
+        shape = ModelShape.from_json(meta["model_shape"], path)
     layers_meta = meta.get("layers")
     if not isinstance(layers_meta, list) or not layers_meta:
         _fail(path, f"metadata `layers` must be a non-empty list, not {_short(layers_meta)}")
@@ -297,12 +319,64 @@ def _validate(path, tensors, meta):
         if q.name in seen:
             _fail(path, f"layer names must be unique, not `{q.name}` twice")
         seen.add(q.name)
+        if shape is not None:
+            _check_role(path, q, shape)
         out.append(q)
     expected = {name for q in out for name in _field_names(q.name, q.kind, q.smooth is not None)}
+    norms = _validate_norms(path, tensors, expected, shape)
+    expected |= {NORM_PREFIX + name for name in norms}
     extra = sorted(set(tensors) - expected)
     if extra:
         _fail(path, f"tensor `{extra[0]}` must belong to a layer in the metadata, not be extra")
-    return out
+    return out, shape, norms
+
+
+def _check_block(path, what, block, shape):
+    if block is not None and block >= shape.blocks:
+        _fail(path, f"{what} block must be less than `model_shape.blocks` = {shape.blocks}, "
+                    f"not {block}")
+
+
+def _check_role(path, q, shape):
+    """A block's linear layer (`quant.model_shape.role_of`) has the shape `model_shape` gives."""
+    parsed = role_of(q.name)
+    if parsed is None:
+        return
+    block, role = parsed
+    _check_block(path, f"layer `{q.name}`", block, shape)
+    want = shape.layer_shapes[role]
+    if q.shape != want:
+        _fail(path, f"layer `{q.name}` shape must be {list(want)} (a {role} of `model_shape`), "
+                    f"not {list(q.shape)}")
+
+
+def _validate_norms(path, tensors, taken, shape):
+    """{name: [hidden] float32} from the `norm.<name>` tensors not `taken` by a layer."""
+    norms = {}
+    for tname in sorted(t for t in tensors if t.startswith(NORM_PREFIX) and t not in taken):
+        name = tname[len(NORM_PREFIX):]
+        problem = check_layer_name(name)
+        if problem:
+            _fail(path, f"norm tensor name {problem}")
+        parsed = norm_of(name)
+        if parsed is None:
+            _fail(path, f"tensor `{tname}` must be `norm.norm` or a block's "
+                        f"`norm.<prefix>input_layernorm` or `norm.<prefix>post_attention_layernorm`"
+                        f", not another name")
+        if shape is None:
+            _fail(path, f"tensor `{tname}` must go with metadata `model_shape` (which gives its "
+                        f"[hidden] shape), not without")
+        _check_block(path, f"tensor `{tname}`", parsed[0], shape)
+        a = tensors[tname]
+        if a.dtype != np.float32:
+            _fail(path, f"tensor `{tname}` dtype must be float32, not {a.dtype}")
+        if a.shape != (shape.hidden,):
+            _fail(path, f"tensor `{tname}` shape must be [{shape.hidden}] (`model_shape.hidden`), "
+                        f"not {list(a.shape)}")
+        if not np.isfinite(a).all():
+            _fail(path, f"tensor `{tname}` values must be finite, not inf/nan")
+        norms[name] = a.copy()
+    return norms
 
 
 def _field_names(name, kind, smooth=False):

@@ -1,5 +1,6 @@
 """Seeded synthetic LLM layers: one LLaMA-7B decoder block (DESIGN.md §6) and small layers for
-tests, with statistics like real LLM weights and activations.
+tests, with statistics like real LLM weights and activations, and the model's shape and RMSNorm
+weights (`quant.model_shape`) that a whole block needs.
 
 Weights: Student-t (nu = 5) entries, heavy-tailed like trained LLM weights (papers/claq.md §6.2
 measured how nu sets the share of columns with 13*mean|W| outliers), times a per-output-row and a
@@ -8,7 +9,10 @@ channels that AP and OR exist for). Activations: a low-rank correlated part plus
 log-normal scales, and a few "massive" channels 20-50x larger, as in LLaMA's residual stream; the
 down projection's input (SiLU(gate) * up) is heavier-tailed still.
 
-Every layer draws from its own seed (base seed + layer index), so any one layer is reproducible
+RMSNorm weights: 1 + 0.1 N(0, 1), clipped to [0.5, 2]: positive and near 1, as trained LLaMA norms
+mostly are (their initialisation is 1).
+
+Every layer and norm draws from its own seed (base seed + index), so any one is reproducible
 without generating the others.
 """
 
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from quant.model_shape import BLOCK_ROLES, FINAL_NORM, NORM_ROLES, ModelShape, linear_shapes
 
 SEED = 0
 # Calibration rows per input group: GPTQ uses 128 x 2048 tokens on GPU; 2048 keeps the CPU
@@ -36,19 +42,33 @@ class LayerSpec:
     std: float = 0.02
 
 
+# role -> (input group, weight standard deviation) of a block's linear layers
+ROLE_STATS = {"q_proj": ("attn_in", 0.02), "k_proj": ("attn_in", 0.02),
+              "v_proj": ("attn_in", 0.02), "o_proj": ("attn_out", 0.02),
+              "gate_proj": ("mlp_in", 0.015), "up_proj": ("mlp_in", 0.015),
+              "down_proj": ("mlp_out", 0.015)}
+
+
+def block_specs(layer_shapes):
+    """The seven linear layers of one decoder block, in execution order, sized by
+    `layer_shapes` (role -> (N, K), as `ModelShape.layer_shapes`)."""
+    return [LayerSpec(r, *layer_shapes[r], *ROLE_STATS[r]) for r in BLOCK_ROLES]
+
+
 def llama_block(hidden=4096, intermediate=11008):
-    """The seven linear layers of one LLaMA decoder block, in execution order."""
-    h, i = hidden, intermediate
-    return [LayerSpec("q_proj", h, h, "attn_in"), LayerSpec("k_proj", h, h, "attn_in"),
-            LayerSpec("v_proj", h, h, "attn_in"), LayerSpec("o_proj", h, h, "attn_out"),
-            LayerSpec("gate_proj", i, h, "mlp_in", 0.015), LayerSpec("up_proj", i, h, "mlp_in",
-                                                                        0.015),
-            LayerSpec("down_proj", h, i, "mlp_out", 0.015)]
+    """The seven linear layers of one LLaMA decoder block with as many KV heads as heads."""
+    return block_specs(linear_shapes(hidden, intermediate, q_dim=hidden, kv_dim=hidden))
 
 
-MODELS = {"llama7b": lambda: llama_block(4096, 11008),
-          # the same structure at 1/16 of the width, for quick runs and tests
-          "llama-tiny": lambda: llama_block(256, 688)}
+SHAPES = {"llama7b": ModelShape(hidden=4096, intermediate=11008, heads=32, kv_heads=32,
+                                head_dim=128, rope_theta=10000.0, norm_eps=1e-6, vocab=32000,
+                                blocks=32, tie_embeddings=False),
+          # the same structure at 1/16 of the width, with grouped-query attention (2 query heads
+          # per KV head, k_proj and v_proj [128, 256]), for quick runs and tests
+          "llama-tiny": ModelShape(hidden=256, intermediate=688, heads=4, kv_heads=2,
+                                   head_dim=64, rope_theta=10000.0, norm_eps=1e-6, vocab=512,
+                                   blocks=2, tie_embeddings=False)}
+MODELS = {name: (lambda s=s: block_specs(s.layer_shapes)) for name, s in SHAPES.items()}
 
 
 def _student_t(rng, nu, shape):
@@ -73,6 +93,19 @@ def weight(spec, seed=SEED, index=0):
     w *= col[None, :]
     w *= np.float32(spec.std / np.sqrt(nu / (nu - 2)))
     return torch.from_numpy(w)
+
+
+def norm_weight(hidden, seed=SEED, index=0):
+    """An RMSNorm weight [hidden] float32: 1 + 0.1 N(0, 1), clipped to [0.5, 2]."""
+    rng = np.random.default_rng([seed, index, 3])
+    return np.clip(1 + 0.1 * rng.standard_normal(hidden), 0.5, 2).astype(np.float32)
+
+
+def block_norms(shape, seed=SEED):
+    """The norms of a one-block model: `input_layernorm`, `post_attention_layernorm` and the
+    final `norm` (`QModel.norms` naming, empty block prefix), seeded by their index."""
+    names = NORM_ROLES + (FINAL_NORM,)
+    return {name: norm_weight(shape.hidden, seed, i) for i, name in enumerate(names)}
 
 
 def activations(k, group, tokens=TOKENS, seed=SEED):
@@ -156,7 +189,8 @@ def quantize_model(model="llama7b", method=None, seed=SEED, tokens=TOKENS, devic
     if smooth:
         from quant.smooth import SMOOTH_ALPHA
         meta["settings"]["smooth_alpha"] = SMOOTH_ALPHA
-    return QModel(model=f"synthetic-{model}", quantizer=meta, layers=layers)
+    return QModel(model=f"synthetic-{model}", quantizer=meta, layers=layers,
+                  shape=SHAPES[model], norms=block_norms(SHAPES[model], seed))
 
 
 def total_columns(model):

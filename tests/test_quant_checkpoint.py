@@ -94,6 +94,7 @@ def test_bert_style_encoder(bert_dir):
     cal = qm.quantizer["settings"]["calibration"]
     assert cal["kind"] == "encoder" and cal["samples"] == 8 and qm.quantizer["settings"][
         "blocks"] == 2
+    assert qm.shape is None and qm.norms is None      # not LLaMA-family: no model_shape
 
 
 def test_bad_checkpoint_folders(tmp_path):

@@ -25,12 +25,16 @@ def test_quantize_synthetic_and_inspect(tiny_q, capsys):
                                "down_proj"]
     assert qm.layers["gate_proj"].shape == (688, 256)
     assert qm.layers["down_proj"].shape == (256, 688)
+    # grouped-query attention: 4 heads of 64, 2 KV heads
+    assert qm.layers["k_proj"].shape == qm.layers["v_proj"].shape == (128, 256)
+    assert qm.shape == synthetic.SHAPES["llama-tiny"] and len(qm.norms) == 3
     assert qm.quantizer["name"] == "claq" and qm.quantizer["settings"]["bits"] == 2.2
     assert all(abs(q.bits.mean() - 2.2) <= 0.01 and q.n_outliers > 0 for q in qm.layers.values())
     capsys.readouterr()
     assert main(["inspect", str(tiny_q)]) == 0
     out = capsys.readouterr().out
     assert "q_proj" in out and "688x256" in out and "bits/weight on disk" in out
+    assert "\nshape: llama, hidden 256, heads 4 (KV 2), head dim 64, " in out
     assert f"{qm.bits_per_weight(True):.4f} bits/weight" in out
 
 

@@ -35,10 +35,13 @@ def save_bert(path, vocab_words=75, layers=2, hidden=32, seed=0, init=0.02):
     return model
 
 
-def save_llama(path, vocab_words=91, layers=2, hidden=64, seed=0, tokenizer=True, train_steps=0):
-    """A LlamaForCausalLM with a word-level tokenizer (whitespace/punctuation pre-tokenizer),
-    trained for `train_steps` Adam steps on the shipped text first (a random model predicts
-    nearly uniformly, so its perplexity cannot get worse). Returns the model (eval mode)."""
+def save_llama(path, vocab_words=91, layers=2, hidden=64, seed=0, tokenizer=True, train_steps=0,
+               random_norms=False):
+    """A LlamaForCausalLM (GQA: 4 heads, 2 KV heads) with a word-level tokenizer
+    (whitespace/punctuation pre-tokenizer), trained for `train_steps` Adam steps on the shipped
+    text first (a random model predicts nearly uniformly, so its perplexity cannot get worse).
+    `random_norms`: RMSNorm weights 1 + 0.1 N(0, 1) instead of their initial ones, so that each
+    norm differs (for the tests that read them back). Returns the model (eval mode)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     vocab = ["[UNK]"] + common_words(vocab_words)
@@ -53,6 +56,11 @@ def save_llama(path, vocab_words=91, layers=2, hidden=64, seed=0, tokenizer=True
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
     if train_steps:
         _train(model, fast, train_steps, seed)
+    if random_norms:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.add_(0.1 * torch.randn(p.shape))
     model.eval().save_pretrained(path)
     if tokenizer:
         fast.save_pretrained(path)
