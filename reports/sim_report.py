@@ -104,3 +104,73 @@ def roofline_rows(report, cfg):
                          "attainable": ops / r["roofline_cycles"]})
             measured[f"{r['name']}@{m}"] = ops / r["cycles"]
     return rows, measured
+
+
+MODEL_CAPTION = ("cycles: what the operator adds to the block's time (decode: simulated as one "
+                 "program; prefill: operators timed apart and summed); bound: the DRAM port or "
+                 "the busiest unit over the operator's instructions; top stall: the largest unit "
+                 "stall, % of the operator's span (its first dispatch to its last end, which "
+                 "overlaps its neighbours')")
+
+
+def print_model(model, cfg, console=None):
+    """The whole model's section of `bitlut sim` (`sim.block_driver.simulate_model`)."""
+    from rich.console import Console
+    from rich.table import Table
+    console = console or Console(width=160)
+    console.print(f"[bold]model[/bold]: {model['shape']}; KV cache {model['kv']} "
+                  f"({model['kv_bytes_per_token_per_block']:,} bytes per token per block); "
+                  f"{model['method']} (x {model['blocks']})", highlight=False)
+    for ph in model["phases"]:
+        m = ph["tokens"]
+        what = (f"decode: 1 token after {ph['past']:,} cached" if m == 1 else
+                f"prefill: {m:,} tokens, causal, from an empty cache")
+        t = Table(title=f"{what}, per block", title_justify="left", caption=MODEL_CAPTION,
+                  caption_justify="left")
+        for col in ("operator", "cycles", "share", "bound", "top stall (% of cycles)",
+                    "DRAM weights", "KV", "activations"):
+            t.add_column(col, justify="left" if col in ("operator", "bound") or "stall" in col
+                         else "right")
+        for o in ph["ops"]:
+            st = o.get("stall")
+            span = o.get("span") or o["cycles"]
+            top = "-" if not st or not span else \
+                f"{stall_words(*st[0].split(':', 1))}, {st[1] / span:.0%}"
+            t.add_row(o["name"], f"{o['cycles']:,.0f}", f"{o['cycles'] / ph['cycles']:.1%}",
+                      o["bound"], top, *(_bytes(o["dram"][k]) for k in
+                                         ("weights", "kv", "activations")))
+        lm = ph["lm_head"]
+        t.add_row("block", f"{ph['cycles']:,.0f}", "100%", "", "",
+                  *(_bytes(sum(o["dram"][k] for o in ph["ops"]))
+                    for k in ("weights", "kv", "activations")))
+        t.add_row(f"lm_head ({lm['weights']}, once)", f"{lm['cycles']:,.0f}", "",
+                  lm["bound"], "", _bytes(lm["dram"]["weights"]), "", "")
+        console.print(t)
+        tot = ph["model"]
+        per = tot["dram_bytes_per_token"]
+        bound_tps = tot["tokens_per_s"] / tot["dram_bound_fraction"] if \
+            tot["dram_bound_fraction"] else 0.0
+        head = (f"  decode at a {ph['past']:,}-token context: {tot['tokens_per_s']:,.2f} "
+                f"tokens/s" if m == 1 else
+                f"  prefill of {m:,} tokens: time to first token {_time(tot['latency_s'])}, "
+                f"{tot['tokens_per_s']:,.1f} tokens/s")
+        console.print(
+            f"{head} ({tot['dram_bound_fraction']:.1%} of the DRAM bound, "
+            f"{bound_tps:,.2f} tokens/s); {_energy(tot['energy_j_per_token'])}/token\n"
+            f"  DRAM per token: weights {_bytes(per['weights'])}, KV cache {_bytes(per['kv'])} "
+            f"({tot['kv_share']:.1%} of the bytes), activations {_bytes(per['activations'])}",
+            highlight=False)
+
+
+def _energy(j):
+    return f"{j * 1e3:.2f} mJ" if j >= 1e-3 else f"{j * 1e6:.2f} uJ"
+
+
+def _bytes(n):
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    if n >= 2**10:
+        return f"{n / 2**10:.1f} KiB"
+    return f"{n:,.0f} B"

@@ -102,6 +102,7 @@ def op_breakdown(config, compiled, res, model):
             continue
         end = max(log[i].get("retire", log[i].get("end", 0)) for i in range(lo, hi + 1)
                   if i in log)
+        start = min(log[i].get("dispatch", end) for i in range(lo, hi + 1) if i in log)
         busy, stalls = {}, {}
         for i in range(lo, hi + 1):
             u = insns[i].unit
@@ -115,7 +116,8 @@ def op_breakdown(config, compiled, res, model):
         dram = _dram_split(config, prog, insns, lo, hi, syms)
         bound = _bound(config, busy, dram)
         cycles = max(0, end - prev)
-        ops.append({"name": name, "cycles": cycles, "busy": busy, "dram": dram,
+        ops.append({"name": name, "cycles": cycles, "span": end - start, "busy": busy,
+                    "dram": dram,
                     "events": _events(config, insns, lo, hi), "bound": bound[0],
                     "bound_cycles": int(bound[1]),
                     "stall": max(stalls.items(), key=lambda kv: kv[1]) if stalls else None,
@@ -135,6 +137,7 @@ def decode(shape, layers, norms, config, ctx, kv_fmt, plans=None):
 
 def _scaled(op, ratio, name=None):
     return {**op, "name": name or op["name"], "cycles": int(round(op["cycles"] * ratio)),
+            "span": int(round(op.get("span", op["cycles"]) * ratio)),
             "busy": {k: int(round(v * ratio)) for k, v in op["busy"].items()},
             "dram": {k: int(round(v * ratio)) for k, v in op["dram"].items()},
             "events": {k: int(round(v * ratio)) for k, v in op["events"].items()},
@@ -145,10 +148,11 @@ def _scaled(op, ratio, name=None):
 
 def _merge(name, parts):
     """One operator from several timed apart (summed)."""
-    out = {"name": name, "cycles": 0, "busy": {}, "dram": dict.fromkeys(CATEGORIES, 0),
-           "events": {}, "stall": None, "instructions": 0}
+    out = {"name": name, "cycles": 0, "span": 0, "busy": {},
+           "dram": dict.fromkeys(CATEGORIES, 0), "events": {}, "stall": None, "instructions": 0}
     for p in parts:
         out["cycles"] += p["cycles"]
+        out["span"] += p.get("span", p["cycles"])
         out["instructions"] += p.get("instructions", 0)
         for key in ("busy", "dram", "events"):
             for k, v in p[key].items():
@@ -248,6 +252,7 @@ def _lerp(a, b, w):
     def mix(x, y):
         return x + (y - x) * w
     return {"name": "attention", "cycles": mix(a["cycles"], b["cycles"]),
+            "span": mix(a["span"], b["span"]),
             "busy": {k: mix(a["busy"].get(k, 0), b["busy"].get(k, 0))
                      for k in set(a["busy"]) | set(b["busy"])},
             "dram": {k: mix(a["dram"][k], b["dram"][k]) for k in CATEGORIES},

@@ -8,6 +8,10 @@ from bitlut import args as checks
 from bitlut.errors import UserError
 from bitlut.formats import UNIFORM_BITS
 
+TOKENS_MAX = 65536
+DEFAULT_CTX = 1024
+DEFAULT_PREFILL = 2048
+
 DEFAULT_PHASES = (1, 2048)          # decode, prefill
 
 
@@ -31,6 +35,22 @@ def register(sub):
     p.add_argument("--blocks", type=int, metavar="N",
                    help="the model's block count: adds the model's figure for its linear layers "
                         "(default: the checkpoint's count when the .q records one)")
+    p.add_argument("--ctx", metavar="L", type=checks.arg(checks.integer, "--ctx", 0, TOKENS_MAX),
+                   help="the whole model (a .q file that records its shape): decode one token "
+                        "after L cached tokens (default 1024); docs/block.md")
+    p.add_argument("--prefill", metavar="P",
+                   type=checks.arg(checks.integer, "--prefill", 0, TOKENS_MAX),
+                   help="the whole model: time to first token of a P-token prompt (default "
+                        "2048; 0: none)")
+    p.add_argument("--kv", metavar="FORMAT",
+                   help="the KV cache's format: fp16 (the vector unit), int8, int4, int2 (codes "
+                        "on the PE array; default int8 where the array takes 8-bit weights, "
+                        "else int4)")
+    p.add_argument("--kv-group", metavar="G", type=checks.arg(checks.integer, "--kv-group", 1,
+                                                                1024),
+                   help="columns of a head per K scale (default 128, capped at the head dim)")
+    p.add_argument("--no-model", action="store_true",
+                   help="only the linear layers, not the whole model")
     p.add_argument("--checkpoint", metavar="DIR",
                    help="the checkpoint FILE.q was quantized from: adds `bitlut eval`'s fidelity "
                         "against fp32 to the report")
@@ -160,10 +180,18 @@ def sim_cmd(args):
     progress(None)
     for key in ("layers", "total", "check"):          # the first phase, at the top level
         report[key] = report["phases"][0][key]
+    model_note = None
+    if args.qfile and not args.gemm and not args.layers and not args.no_model:
+        report["model"], model_note = _model(args, model, cfg)
     if args.checkpoint and args.qfile:
         from sim import accuracy
         report["accuracy"] = accuracy.evaluate(args.checkpoint, args.qfile, text=args.eval_text)
     print_report(report, cfg)
+    if report.get("model"):
+        from reports.sim_report import print_model
+        print_model(report["model"], cfg)
+    elif model_note:
+        print(model_note)
     if "accuracy" in report:
         print(accuracy.format_report(report["accuracy"]))
     if args.plot is not None:
@@ -187,6 +215,34 @@ def sim_cmd(args):
         print(f"wrote {args.json}")
     passed = all(p["check"].get("passed", True) for p in report["phases"])
     return 0 if passed else 1
+
+
+def default_kv(cfg):
+    """int8 where the PE array multiplies 8-bit codes, else int4."""
+    return "int8" if 8 in cfg.pe.weight_bits else "int4"
+
+
+def _model(args, qmodel, cfg):
+    """The whole model's figures (`sim.block_driver`), or (None, why not) for a `.q` file
+    without a shape (an error when a model option asked for them)."""
+    from arch import kv as kvmod
+    from quant import model_shape
+    from sim import block_driver
+    asked = any(v is not None for v in (args.ctx, args.prefill, args.kv, args.kv_group))
+    if qmodel.shape is None and not asked:
+        return None, (f"model: not simulated: {args.qfile} does not record the model's shape "
+                      "(re-quantize it to see the whole model: attention, KV cache, tokens/s)")
+    shape = model_shape.require_shape(qmodel, args.qfile, "bitlut sim --ctx")
+    layers = model_shape.block_layers(qmodel, 0, args.qfile)
+    norms = model_shape.norm_weights(qmodel, 0, args.qfile)
+    fmt = kvmod.check_format(args.kv or default_kv(cfg), cfg, shape.head_dim,
+                             args.kv_group or kvmod.DEFAULT_GROUP)
+    ctx = DEFAULT_CTX if args.ctx is None else args.ctx
+    prefill = DEFAULT_PREFILL if args.prefill is None else args.prefill
+    out = block_driver.simulate_model(shape, layers, norms, cfg, ctx, prefill, fmt,
+                                      blocks=args.blocks)
+    out["shape"] = shape.describe()
+    return out, None
 
 
 def _progress(total):
