@@ -431,3 +431,56 @@ def kv_bytes_per_element(fmt, group=None):
     if bits is None:
         return 2.0
     return bits / 8 + 2 / positive_int("group", group)
+
+
+# -- the pieces the vector unit's instructions split these into (sim.executor) ----------------------
+
+def lane_partials(x, lanes, start=None):
+    """The `lanes` accumulators of `lane_sum` over the last axis of `x`, continuing `start`
+    (float32 [..., lanes]; None: +0.0): a row's sum split into column chunks of whole multiples
+    of `lanes` gives the same accumulators as the whole row (`vstat`)."""
+    x = _float32(x)
+    lanes = positive_int("lanes", lanes)
+    acc = (np.zeros(x.shape[:-1] + (lanes,), np.float32) if start is None
+           else np.array(start, np.float32))
+    for s0 in range(0, x.shape[-1], lanes):
+        chunk = x[..., s0:s0 + lanes]
+        acc[..., :chunk.shape[-1]] += chunk
+    return acc
+
+
+def lane_fold(acc):
+    """The left-to-right fold of `lane_partials`' accumulators: `lane_sum` is
+    `lane_fold(lane_partials(x, lanes))`."""
+    acc = _float32(acc)
+    total = acc[..., 0]
+    for j in range(1, acc.shape[-1]):
+        total = total + acc[..., j]
+    return total
+
+
+def rmsnorm_apply(x, w, ss, inv_n, eps):
+    """`rmsnorm`'s second half on a column chunk (`vnorm`): `r = rsqrt(ss · inv_n + eps)`,
+    `(x · r) · w`, with the row's folded sum of squares `ss` and the host's float32 constants
+    `inv_n = float32(1/n)`, `eps`."""
+    x, w = _float32(x), _float32(w)
+    den = _float32(ss) * np.float32(inv_n) + np.float32(eps)
+    if not (np.isfinite(den).all() and (den >= F32_MIN_NORMAL).all()):
+        raise ValueError("`ss * inv_n + eps` must be finite and normal per row")
+    return (x * _rsqrt(den)[:, None]) * w
+
+
+def row_scale(amax):
+    """`quantize_rows`' scale of rows whose max |x| is `amax`: `amax · float32(1/127)`, 1.0
+    below the least normal float32."""
+    sx = _float32(amax) * np.float32(1.0 / XQ_MAX)
+    return np.where(sx < F32_MIN_NORMAL, _ONE, sx).astype(np.float32)
+
+
+def quantize_rows_with(x, amax):
+    """`quantize_rows` of `x [rows, n]` given each row's max |x| (`vquant` after `vstat`,
+    which may have taken it over more columns than this chunk): `(xq int8, sx float32)`."""
+    x = _rows("x", x)
+    sx = row_scale(amax)
+    xq = np.clip(np.rint(x * _reciprocal(sx)[:, None]), -XQ_MAX, XQ_MAX)
+    return xq.astype(np.int8), sx
