@@ -433,7 +433,7 @@ def kv_bytes_per_element(fmt, group=None):
     return bits / 8 + 2 / positive_int("group", group)
 
 
-# -- the pieces the vector unit's instructions split these into (sim.executor) ----------------------
+# -- the pieces the vector unit's instructions split these into (sim.executor) -------------------
 
 def lane_partials(x, lanes, start=None):
     """The `lanes` accumulators of `lane_sum` over the last axis of `x`, continuing `start`
