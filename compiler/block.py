@@ -51,6 +51,10 @@ DEFAULT_TILE = 64
 #: K and V tiles in flight in an attention chunk: each needs a code slot, an image slot and a
 #: record slot, so that the loads of the next tiles run ahead of the repack and the matmul.
 SLOTS = 4
+#: Token FIFOs shallower than this deadlock a block's attention (tests/test_block.py: a depth
+#: of 2 deadlocks a decode chunk, where a head's query and record loads signal the vector unit
+#: while its softmax waits to release the previous head's regions to them).
+MIN_TOKEN_DEPTH = 3
 
 
 @dataclass
@@ -232,6 +236,10 @@ def check_block(shape, config, tokens, past, kv_fmt, where="--ctx"):
     if shape.head_dim % 2 or shape.head_dim > field_max(Opcode.VROPE, "hd"):
         raise LoweringError(f"head_dim must be even and at most "
                             f"{field_max(Opcode.VROPE, 'hd')}, not {shape.head_dim}")
+    if config.queues.token_depth < MIN_TOKEN_DEPTH:
+        raise LoweringError(f"queues.token_depth must be at least {MIN_TOKEN_DEPTH} for a whole "
+                            f"block (its loads run ahead of the softmax by two tokens), not "
+                            f"{config.queues.token_depth}")
     reach = ctx_capacity(config, shape, kv_fmt)
     if past + tokens > reach:
         raise LoweringError(f"{where}: a context of {past + tokens} tokens must be at most "
@@ -703,8 +711,7 @@ class _BlockEmitter:
         ntiles = ncols // tile
         lay = _layout(self.cfg, s, self.fmt, R, ncols, tile)
         qd = s.heads * hd
-        self.load(Buffer.OUT, lay.q, "q_rot", (t0 * qd + h * G * hd) * f4, tq, G * hd * f4,
-                  qd * f4)
+        self._load_queries(h, t0, tq, lay)
         if self.fmt.fp16:
             self._scores_fp16(h, lay, ntiles)
         else:
@@ -724,6 +731,24 @@ class _BlockEmitter:
             self._pv_int(h, lay, ntiles)
         self.store(Buffer.OUT, lay.o, "attn", (t0 * qd + h * G * hd) * f4, tq, G * hd * f4,
                    qd * f4)
+
+    def _load_queries(self, h, t0, tq, lay):
+        """The rows (t, g) of KV head h's query heads: row-major [R, hd] (fp16, or K's scale
+        group the whole head), else k-step-major [hd / group][R][group], the layout in which
+        each K scale group's columns are one block for `tbl` or the array (`vstat` and `vquant`
+        read it tile-major with tiles of a group)."""
+        s, G, hd, f4 = self.s, self.G, self.s.head_dim, OUT.itemsize
+        qd = s.heads * hd
+        group = lay.k_group
+        if self.fmt.fp16 or group == hd:
+            self.load(Buffer.OUT, lay.q, "q_rot", (t0 * qd + h * G * hd) * f4, tq, G * hd * f4,
+                      qd * f4)
+            return
+        R = tq * G
+        for j in range(hd // group):
+            for t in range(tq):
+                self.load(Buffer.OUT, lay.q + (j * R + t * G) * group * f4, "q_rot",
+                          ((t0 + t) * qd + h * G * hd + j * group) * f4, G, group * f4, hd * f4)
 
     def _next(self):
         self.slot += 1

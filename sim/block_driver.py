@@ -123,6 +123,8 @@ def op_breakdown(config, compiled, res, model):
                     "stall": max(stalls.items(), key=lambda kv: kv[1]) if stalls else None,
                     "instructions": hi - lo + 1})
         prev = max(prev, end)
+    if ops:                     # the program's `finish` (and any drain) closes the last one
+        ops[-1]["cycles"] += max(0, res.cycles - prev)
     return ops
 
 
