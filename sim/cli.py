@@ -301,6 +301,7 @@ def exec_cmd(args):
                  f"{res.cycles:,} cycles"))
     diff = None
     if args.rtl:
+        _check_rtl_runs(cfg, prog, args.prog)
         run = _run_rtl(cfg, prog, args.rtl)
         if run.error.name != "NONE":
             from arch import isa
@@ -326,6 +327,17 @@ def exec_cmd(args):
         print(f"  first instruction whose timing differs: {diff or 'none'}")
     print("agree" if ok else "DISAGREE")
     return 0 if ok else 1
+
+
+def _check_rtl_runs(cfg, prog, path):
+    """Refuse, in one line naming them, a program with opcodes this config's RTL core does not
+    build (the decoder block's, docs/block.md: the core runs them in a later version)."""
+    from rtl.core import runs
+    missing = sorted({insn.op.name.lower() for insn in prog.insns() if not runs(insn.op, cfg)})
+    if missing:
+        raise UserError(f"{path}: --rtl needs opcodes the {cfg.tag} core runs, not "
+                        f"{', '.join(missing)} (the RTL core does not build the decoder "
+                        f"block's opcodes yet; the executor and the cycle model run them)")
 
 
 def _run_rtl(cfg, prog, simulator):

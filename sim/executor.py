@@ -35,6 +35,10 @@ from arch.isa import Buffer, Deq, Ew, Mode, Opcode, Stat, Unit
 from bitlut.errors import UserError
 from sim.races import WRITES, RaceCheck, sram_sizes
 
+#: The decoder block's opcodes (docs/block.md), whose fp32 functions have a domain.
+BLOCK_OPS = frozenset({Opcode.VSTAT, Opcode.VNORM, Opcode.VQUANT, Opcode.VEW, Opcode.VROPE,
+                       Opcode.VKVQ, Opcode.VSMAX, Opcode.VMV, Opcode.PACK})
+
 # Consumers first: see the module docstring.
 UNIT_ORDER = (Unit.STORE, Unit.VECTOR, Unit.MATMUL, Unit.TABLE, Unit.LOAD)
 
@@ -196,7 +200,16 @@ class Executor:
     # -- instruction semantics -------------------------------------------------------------------
     def execute(self, i, insn):
         self.stats.insns[insn.op.name.lower()] += 1
-        getattr(self, f"_{insn.op.name.lower()}")(i, insn)
+        if insn.op not in BLOCK_OPS:
+            getattr(self, f"_{insn.op.name.lower()}")(i, insn)
+            return
+        # the block's fp32 functions define their domain (arch.nonlinear raises ValueError
+        # outside it: a non-finite score, a zero eps, a scale past fp16): the word's error
+        try:
+            getattr(self, f"_{insn.op.name.lower()}")(i, insn)
+        except ValueError as e:
+            raise ExecError(f"insn {i} ({insn.op.name.lower()}): operands must lie in the "
+                            f"function's domain (arch.nonlinear), not: {e}") from None
 
     def _dma(self, i, insn, to_sram):
         a = insn.args

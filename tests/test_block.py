@@ -231,3 +231,22 @@ def test_the_decode_block_overlaps_its_operators():
     # 16 bytes) and K's and V's records (4 bytes each), two KV heads, padded to whole tiles
     # of 64 tokens (128 read), plus the new row written (16 + 16 + 4 + 4 bytes, in bursts)
     assert kv_bytes >= 2 * 101 * (16 + 16 + 4 + 4)
+
+
+def test_exec_rtl_refuses_the_block_opcodes_by_name(cli, tmp_path):
+    """Until the RTL core runs the block (a later issue), `bitlut exec --rtl` names the
+    opcodes it does not build, exit 2, and runs nothing; without --rtl the executor and the
+    cycle model agree on the same program."""
+    cfg = config.load("mac")
+    fmt = kv.check_format("int8", cfg, SHAPE.head_dim)
+    cb = blk.lower_block(SHAPE, _layers(0), _norms(0), cfg, 1, 5, fmt,
+                         rope=bg.rope_tables([5], SHAPE.head_dim, SHAPE.rope_theta))
+    path = tmp_path / "block.prog"
+    cb.program.save(path)
+    r = cli("exec", path, "--arch", "mac", "--rtl")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    for op in ("pack", "vkvq", "vnorm", "vquant", "vrope", "vsmax", "vstat", "vew"):
+        assert op in r.stderr, (op, r.stderr)
+    r = cli("exec", path, "--arch", "mac")
+    assert r.returncode == 0 and "agree" in r.stdout, r.stdout + r.stderr
