@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from arch import config, kv, roofline
+from tests.hostile import assert_one_line, bitlut, tiny_model
 
 LUT, MAC = config.load("lut"), config.load("mac")
 
@@ -149,3 +150,68 @@ def test_llama7b_kv_bytes_match_the_peers_note():
     assert m8.tokens_per_s == pytest.approx(11.0, rel=0.01)
     # every part of decode is DRAM-bound, the fp16 attention on 16 lanes included
     assert all(b.bound == "memory" for b in m.block.ops.values())
+
+
+@pytest.fixture(scope="module")
+def shaped_q(tmp_path_factory):
+    """The synthetic llama-tiny block (RTN 4-bit), which records its model's shape."""
+    import quant
+    from quant import synthetic
+    from quant.method import Method
+    path = tmp_path_factory.mktemp("roofline") / "tiny.q"
+    quant.save(path, synthetic.quantize_model("llama-tiny", Method("rtn", 4, 64)))
+    return path
+
+
+def test_cli_prints_the_attention_and_the_kv_bytes(shaped_q, tmp_path, monkeypatch):
+    from reports import roofline_plot
+    got = {}
+    real = roofline_plot.plot
+
+    def plot(rows, *a, **k):
+        got["rows"] = rows
+        return real(rows, *a, **k)
+    monkeypatch.setattr(roofline_plot, "plot", plot)
+    png = tmp_path / "r.png"
+    r = bitlut("roofline", shaped_q, "--arch", "lut", "--ctx", "128", "--kv", "int4",
+               "--tokens", "1,4", "--gpu", "--plot", png)
+    assert r.ok, r.describe()
+    lines = r.out.splitlines()
+    att = [ln.split() for ln in lines if ln.lstrip().startswith("attention int4 KV")]
+    # decode after 128 cached tokens (the hand-checked bound above); a 4-token prefill from an
+    # empty cache: 5120 MACs / 128 a cycle = 40 cycles against 576 B / 25.6 = 22.5
+    assert [a[3:6] for a in att] == [["1", "3.56", "memory"], ["4", "8.89", "compute"]]
+    assert att[0][6] == "726"                          # 18576 B / 25.6 B a cycle
+    assert "KV cache int4, 144 bytes per token per block" in r.out
+    assert "M=1 (decode after 128 cached tokens)" in r.out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [x for x in got["rows"] if x["name"] == "attention int4 KV"]
+    assert [(x["tokens"], x["peak"]) for x in rows] == [(1, 128), (4, 128)]
+    assert rows[0]["intensity"] == pytest.approx(66048 / 18576)
+    assert rows[0]["attainable"] == pytest.approx(66048 / (18576 / 25.6))
+
+
+def test_cli_defaults_and_old_files(shaped_q, tmp_path):
+    # a shaped file without --ctx/--kv: the attention at 1,024 tokens, int4 (lut.yaml has no
+    # 8-bit weights); a file without a shape prints the layers alone, as before
+    r = bitlut("roofline", shaped_q, "--arch", "lut", "--tokens", "1", "--gpu")
+    assert r.ok and "attention int4 KV" in r.out and "decode after 1,024" in r.out
+    path = tmp_path / "old.q"
+    import quant
+    quant.save(path, tiny_model())
+    r = bitlut("roofline", path, "--arch", "lut", "--tokens", "1", "--gpu")
+    assert r.ok and "attention" not in r.out and "KV" not in r.out
+
+
+def test_cli_bad_input(shaped_q, tmp_path):
+    import quant
+    path = tmp_path / "old.q"
+    quant.save(path, tiny_model())
+    assert_one_line(bitlut("roofline", path, "--ctx", "64"),
+                    r"old\.q: bitlut roofline --ctx needs the model's shape .* re-quantize it")
+    assert_one_line(bitlut("roofline", path, "--kv", "int4"), r"roofline --kv needs the model")
+    assert_one_line(bitlut("roofline", shaped_q, "--kv", "bf16"),
+                    r"error: --kv must be one of fp16, int8, int4, int2, not 'bf16'$")
+    assert_one_line(bitlut("roofline", shaped_q, "--arch", "lut", "--kv", "int8"),
+                    r"--kv int8 must be a format the lut array serves")
+    assert_one_line(bitlut("roofline", shaped_q, "--ctx", "-1"), r"--ctx")
