@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import ConnectionPatch  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from arch import roofline  # noqa: E402
 from bitlut.args import plot_format  # noqa: E402
 from bitlut.fileio import AtomicPath  # noqa: E402
 
@@ -31,8 +32,9 @@ COLUMN_PAD_PX = 6
 
 def plot(rows, config, path, title=None, measured=None):
     """`rows`: dicts with name, tokens, intensity (MACs/byte), peak (MACs/cycle) and
-    attainable (MACs/cycle); `measured`: optional {name@tokens: MACs/cycle} from simulation.
-    The format (PNG, SVG or PDF) follows `path`'s suffix (`UserError` for any other)."""
+    attainable (MACs/cycle), and optionally roof (what the peak is of; default "peak");
+    `measured`: optional {name@tokens: MACs/cycle} from simulation. The format (PNG, SVG or
+    PDF) follows `path`'s suffix (`UserError` for any other)."""
     fmt = plot_format(path)
     fig, _, _ = figure(rows, config, title, measured)
     with AtomicPath(path) as tmp:
@@ -41,17 +43,31 @@ def plot(rows, config, path, title=None, measured=None):
     return path
 
 
+def attention_row(config, kv_fmt, bound, tokens):
+    """The figure's row of a block's attention (`arch.roofline.attention_bound`): named with its
+    KV format, under the roof of the unit that runs its products (the vector unit for fp16)."""
+    row = {"name": roofline.attention_name(kv_fmt), "tokens": tokens,
+           "intensity": bound.intensity, "peak": roofline.attention_peak(config, kv_fmt),
+           "attainable": bound.ops / bound.cycles}
+    if kv_fmt.fp16:
+        row["roof"] = "vector unit"
+    return row
+
+
 def figure(rows, config, title=None, measured=None):
     """The figure of `plot`, unsaved: (figure, axes, the layer labels' `Text` artists)."""
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=DPI)
     bw = config.dram_bytes_per_cycle
     xs = [r["intensity"] for r in rows]
     lo, hi = min(xs + [1.0]) / 4, max(xs + [1.0]) * 4
-    for peak in sorted({r["peak"] for r in rows}):
+    roofs = {}
+    for r in rows:
+        roofs.setdefault(r["peak"], set()).add(r.get("roof", "peak"))
+    for peak in sorted(roofs):
         ridge = peak / bw
         ax.plot([lo, ridge, hi], [lo * bw, peak, peak], "-", color="0.3", lw=1.2)
-        ax.annotate(f"peak {peak:,.0f} MAC/cycle", (hi, peak), ha="right", va="bottom",
-                    fontsize=8)
+        ax.annotate(f"{' / '.join(sorted(roofs[peak]))} {peak:,.0f} MAC/cycle", (hi, peak),
+                    ha="right", va="bottom", fontsize=8)
     ax.annotate(f"DRAM {bw:.1f} B/cycle", (lo * 1.5, lo * 1.5 * bw), fontsize=8, rotation=30)
     markers = {}                     # one marker shape and colour per phase
     for r in rows:

@@ -7,7 +7,8 @@ phase's) cycles, since each unit's cycles are busy + stalled + idle = the run's 
 classes are `sim.cycle.STALL_CLASSES`, written out by `sim.cycle.stall_words`.
 """
 
-from arch import roofline
+from arch import kv, roofline
+from quant.model_shape import role_of
 from sim.cycle import stall_words
 from sim.driver import phase_label
 
@@ -91,7 +92,10 @@ def _time(s):
 
 def roofline_rows(report, cfg):
     """The rows of `reports.roofline_plot.plot` for every layer of every phase of a `bitlut sim`
-    report, and the measured {name@tokens: MACs/cycle} of the simulation."""
+    report, and the measured {name@tokens: MACs/cycle} of the simulation. A report with the
+    whole model (`model`, `sim.block_driver.simulate_model`) adds its attention in each of the
+    model's phases, named with its KV format: the model's other operators are the layers
+    already there (qkv, o_proj, mlp) or vector work without MACs (norms, RoPE, the residual)."""
     rows, measured = [], {}
     for phase in report["phases"]:
         for r in phase["layers"]:
@@ -103,7 +107,30 @@ def roofline_rows(report, cfg):
                          "peak": roofline.peak_macs_per_cycle(cfg, r["kind"], r["mean_bits"]),
                          "attainable": ops / r["roofline_cycles"]})
             measured[f"{r['name']}@{m}"] = ops / r["cycles"]
+    if report.get("model"):
+        _attention_rows(report, cfg, rows, measured)
     return rows, measured
+
+
+def _attention_rows(report, cfg, rows, measured):
+    """The model's attention, per phase: its closed-form bound (`arch.roofline.attention_bound_of`,
+    from q_proj's width and the report's KV bytes per token) and its simulated cycles."""
+    from reports.roofline_plot import attention_row  # matplotlib: only for the figure
+    model = report["model"]
+    q_dim = next((r["shape"][0] for r in report["phases"][0]["layers"]
+                  if (role_of(r["name"]) or (None, None))[1] == "q_proj"), None)
+    if q_dim is None:
+        return
+    fmt = kv.KVFormat(model["kv"])
+    name = roofline.attention_name(fmt)
+    for ph in model["phases"]:
+        m = ph["tokens"]
+        b = roofline.attention_bound_of(cfg, q_dim, model["kv_bytes_per_token_per_block"],
+                                        ph["past"], fmt, m)
+        rows.append(attention_row(cfg, fmt, b, m))
+        op = next(o for o in ph["ops"] if o["name"] == "attention")
+        if op["cycles"]:
+            measured[f"{name}@{m}"] = b.ops / op["cycles"]
 
 
 MODEL_CAPTION = ("cycles: what the operator adds to the block's time (decode: simulated as one "
