@@ -66,43 +66,53 @@ class ProgramBuilder:
 
     def emit(self, op, reads=(), writes=(), **fields):
         index = len(self._insns)
-        unit = isa.UNIT_OF[op]
+        u = isa.UNIT_OF[op]
+        unit = -1 if u is None else u.value     # ints: hashing amaranth enums is slow here
+        units = self._units
         deps = {}                     # producer unit -> newest producer index
-        for region, is_write in [(r, False) for r in reads] + [(w, True) for w in writes]:
+        accesses = [(r, False) for r in reads] + [(w, True) for w in writes]
+        for region, is_write in accesses:
+            lo, hi = region.lo, region.hi
             for key in self._buckets(region):
                 for other, j, other_write in self._accesses.get(key, ()):
-                    if not (is_write or other_write) or not region.overlaps(other):
+                    if not (is_write or other_write) or other.lo >= hi or lo >= other.hi \
+                            or other.space != region.space:
                         continue
-                    punit = self._units[j]
-                    if punit is None or punit == unit:
+                    punit = units[j]
+                    if punit < 0 or punit == unit:
                         continue
-                    deps[punit] = max(deps.get(punit, -1), j)
+                    if deps.get(punit, -1) < j:
+                        deps[punit] = j
         wait = 0
         for punit, j in deps.items():
             if self._covered.get((punit, unit), -1) >= j:
                 continue
             # The producer's own next signal to this unit must be j's, and not yet given.
             self._covered[(punit, unit)] = j
-            self._insns[j][3] |= 1 << unit.value
-            wait |= 1 << punit.value
+            self._insns[j][3] |= 1 << unit
+            wait |= 1 << punit
         self._insns.append([op, fields, wait, 0])
-        self._units.append(unit)
-        for region, is_write in [(r, False) for r in reads] + [(w, True) for w in writes]:
+        units.append(unit)
+        for region, is_write in accesses:
+            lo, hi = region.lo, region.hi
             for key in self._buckets(region):
-                bucket = self._accesses.setdefault(key, [])
+                bucket = self._accesses.get(key)
+                if bucket is None:
+                    self._accesses[key] = [(region, index, is_write)]
+                    continue
                 # A newer access supersedes older ones it covers: a write covers everything
                 # (later hazards are ordered through it), a read covers reads of its own unit
                 # (its unit ran them first).
                 bucket[:] = [a for a in bucket
-                             if not (a[0].lo >= region.lo and a[0].hi <= region.hi
-                                     and (is_write or (not a[2] and self._units[a[1]] == unit)))]
+                             if not (a[0].lo >= lo and a[0].hi <= hi
+                                     and (is_write or (not a[2] and units[a[1]] == unit)))]
                 bucket.append((region, index, is_write))
         return index
 
     def finish(self):
         """Append `finish`, encode, and return the program."""
         self._insns.append([Opcode.FINISH, {}, 0, 0])
-        self._units.append(None)
+        self._units.append(-1)
         words, insns = [], []
         for i, (op, fields, wait, signal) in enumerate(self._insns):
             insn = Insn(op, fields, wait, signal)

@@ -98,7 +98,10 @@ def op_breakdown(config, compiled, res, model):
         stall[i][cause] += t1 - t0
     ops, prev = [], 0
     for name, lo, hi in compiled.ops:
-        if hi < lo:
+        if hi < lo:             # a section with nothing to do here (no gather, say)
+            ops.append({"name": name, "cycles": 0, "span": 0, "busy": {},
+                        "dram": dict.fromkeys(CATEGORIES, 0), "events": {}, "bound": "none",
+                        "bound_cycles": 0, "stall": None, "instructions": 0})
             continue
         end = max(log[i].get("retire", log[i].get("end", 0)) for i in range(lo, hi + 1)
                   if i in log)
@@ -335,8 +338,8 @@ def simulate_model(shape, layers, norms, config, ctx, prefill_tokens, kv_fmt, bl
     if prefill_tokens:
         phases.append(prefill(shape, layers, norms, config, prefill_tokens, kv_fmt, plans,
                               memo))
+    lm, what = lm_head(shape, config, 1)         # the last token's logits, in either phase
     for ph in phases:
-        lm, what = lm_head(shape, config, 1)
         ph["lm_head"] = {**lm, "weights": what}
         ph["model"] = model_totals(config, shape, ph, blocks, lm)
         if ph["tokens"] > 1:
