@@ -99,7 +99,10 @@ def register(sub):
                        description="Run CHECKPOINT_DIR in PyTorch with FILE.q's weights and the "
                        "golden model's activation rounding at every quantized layer's input; "
                        "report perplexity (causal models) or the mean cosine of pooled, "
-                       "normalized embeddings (encoders) against fp32, and per-layer errors.")
+                       "normalized embeddings (encoders) against fp32, and per-layer errors. "
+                       "LLaMA-family checkpoints also get the block's numerics on the "
+                       "accelerator (on-chip rounding, the vector unit's functions) and a "
+                       "perplexity per KV cache format (docs/numerics.md).")
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR")
     p.add_argument("qfile", metavar="FILE.q")
     p.add_argument("--text", help="text to score: paragraphs separated by blank lines, or one "
@@ -110,6 +113,19 @@ def register(sub):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--activations", choices=("int8", "fp32"), default="int8",
                    help="the accelerator's int8 per-token rounding (default) or none")
+    p.add_argument("--kv", metavar="FORMAT[,FORMAT...]",
+                   help="LLaMA family: the KV cache formats to score, K (after RoPE) and V "
+                        "stored as fp16, int8, int4 or int2 (default: every one)")
+    p.add_argument("--kv-group", metavar="G", type=checks.arg(checks.integer, "--kv-group", 1,
+                                                                1024),
+                   help="LLaMA family: columns of a head per K scale (default 128, capped at the "
+                        "head dim); V has one scale per head")
+    p.add_argument("--vector", choices=("golden", "float"),
+                   help="LLaMA family: the vector unit's fp32 rmsnorm, softmax and silu_mul "
+                        "(golden, the default) or transformers' (float)")
+    p.add_argument("--arch", metavar="CONFIG",
+                   help="the config whose timing.vector_lanes the vector unit has (default: the "
+                        "shipped lut)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=eval_cmd)
 
@@ -360,9 +376,15 @@ def eval_cmd(args):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, not {v}")
+    lanes = None
+    if args.arch is not None:
+        from arch import config
+        lanes = config.load(args.arch).timing.vector_lanes
     report = accuracy.evaluate(args.checkpoint, args.qfile, text=args.text, samples=args.samples,
                                seqlen=args.seqlen, batch_size=args.batch_size,
-                               act_mode=args.activations)
+                               act_mode=args.activations,
+                               kv=None if args.kv is None else args.kv.split(","),
+                               kv_group=args.kv_group, vector=args.vector, lanes=lanes)
     print(accuracy.format_report(report))
     if args.json:
         atomic_write(args.json, json.dumps(report, indent=2) + "\n")
