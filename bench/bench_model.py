@@ -32,7 +32,7 @@ out = {"load_s": load_s, "sim_s": time.perf_counter() - t0, "kv": fmt.name,
        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 for ph in rep["phases"]:
     m = ph["model"]
-    out["decode" if ph["tokens"] == 1 else "prefill"] = {
+    out[ph["phase"]] = {
         "tokens_per_s": m["tokens_per_s"], "dram_bound_fraction": m["dram_bound_fraction"],
         "energy_mj_per_token": m["energy_j_per_token"] * 1e3, "kv_share": m["kv_share"],
         "dram_bytes_per_token": m["dram_bytes_per_token"], "latency_s": m["latency_s"],

@@ -63,7 +63,7 @@ class CompiledBlock:
 
     Members: `program`; `plans` {role: Plan}; `ops` [(operator, first insn, last insn)] in
     program order; `kv` (`arch.kv.KVLayout`); `tokens`, `past` (tokens already cached), `tile`
-    (tokens per attention tile); `report` (sizes, for `bitlut sim`)."""
+    (tokens per attention tile); `report` (sizes, for `bitlut sim`); `batch` (sequences)."""
     program: Program
     plans: dict
     ops: list
@@ -72,6 +72,7 @@ class CompiledBlock:
     past: int
     tile: int
     report: dict = field(default_factory=dict)
+    batch: int = 1
 
 
 def _pow2_at_least(n):
@@ -250,14 +251,18 @@ def check_block(shape, config, tokens, past, kv_fmt, where="--ctx"):
 
 def lower_block(shape, layers, norms, config, tokens, past, kv_fmt, image=True, tile=None,
                 plans=None, past_cache=None, rope=None, ops=OPERATORS, linear=True,
-                chunks=None):
+                chunks=None, batch=1):
     """Compile one decoder block for `tokens` new tokens after `past` cached ones.
 
     `shape` (quant.model_shape.ModelShape or alike), `layers` {role: QLayer}, `norms` (attention
     and MLP norm weights [hidden]), `kv_fmt` (`arch.kv.KVFormat`, checked by
     `arch.kv.check_format`). `image=False` leaves weights, norms and the cache out of the DRAM
-    image (timing only). `past_cache` (sim.block_golden.PastKV) writes the cached tokens;
-    `rope` (cs_k, cs_q) the host's tables [tokens, hd].
+    image (timing only). `past_cache` (sim.block_golden.PastKV, or one per sequence) writes
+    the cached tokens; `rope` (cs_k, cs_q) the host's tables [tokens, hd].
+
+    `batch` sequences of `tokens` new tokens each, all after `past` cached ones in caches of
+    their own (a batched decode): their rows share the linear layers (row b·tokens + t), each
+    attends to its own cache (the `kv.*` symbols hold the sequences' caches one after another).
 
     Parts of a block, for timing them apart (`sim.block_driver` samples a long prefill so):
     `ops` the operators to emit, `linear=False` leaves the linear layers out of them (their
@@ -266,16 +271,20 @@ def lower_block(shape, layers, norms, config, tokens, past, kv_fmt, image=True, 
     check_block(shape, config, tokens, past, kv_fmt)
     tile = tile or attention_tile(config)
     plans = plans or {r: plan_layer(layers[r], config) for r in ROLES}
+    if not 1 <= batch * tokens <= MAX_ROWS * 16:
+        raise LoweringError(f"--batch x tokens must be in [1, {MAX_ROWS * 16}], not "
+                            f"{batch * tokens}")
     prog = Program(words=[], meta={"block": True, "tokens": tokens, "past": past,
-                                   "config": config.tag, "kv": kv_fmt.name, "tile": tile})
-    e = _BlockEmitter(shape, plans, config, prog, tokens, past, kv_fmt, tile, image)
+                                   "batch": batch, "config": config.tag, "kv": kv_fmt.name,
+                                   "tile": tile})
+    e = _BlockEmitter(shape, plans, config, prog, tokens, past, kv_fmt, tile, image, batch)
     e.emit_linear, e.chunks = linear, chunks
     e.inputs(norms, past_cache, rope)
     e.emit(ops)
     program = e.b.finish()
     prog.meta["ops"] = e.ops
     return CompiledBlock(program, plans, e.ops, e.kv, tokens, past, tile,
-                         {"instructions": len(program.words)})
+                         {"instructions": len(program.words)}, batch)
 
 
 def _identity(plan):
@@ -295,9 +304,11 @@ def query_chunk(config, shape, tokens, past, kv_fmt, tile=None):
 class _BlockEmitter:
     """Emits the sections of the module docstring; one method per operator."""
 
-    def __init__(self, shape, plans, cfg, prog, tokens, past, kv_fmt, tile, image):
+    def __init__(self, shape, plans, cfg, prog, tokens, past, kv_fmt, tile, image, batch=1):
         self.s, self.plans, self.cfg, self.prog = shape, plans, cfg, prog
         self.T, self.L, self.fmt, self.tile, self.image = tokens, past, kv_fmt, tile, image
+        self.B, self.M = batch, batch * tokens       # sequences; rows of the linear layers
+        self.seq = 0                                 # the sequence being emitted
         self.b = ProgramBuilder(cfg, prog)
         self.lanes = cfg.timing.vector_lanes
         self.G = shape.heads // shape.kv_heads
@@ -355,9 +366,9 @@ class _BlockEmitter:
 
     # -- the DRAM image -------------------------------------------------------------------------
     def inputs(self, norms, past_cache, rope):
-        s, T = self.s, self.T
-        self.alloc("x", (T, s.hidden), "float32")
-        self.alloc("out", (T, s.hidden), "float32")
+        s, M = self.s, self.M
+        self.alloc("x", (M, s.hidden), "float32")
+        self.alloc("out", (M, s.hidden), "float32")
         self._symbols()
         for name, w in zip(("norm.attn", "norm.mlp"), norms, strict=True):
             self.alloc(name, (s.hidden,), "float32")
@@ -365,13 +376,13 @@ class _BlockEmitter:
                 self.prog.write(name, np.asarray(w, np.float32))
         self.alloc("norm.consts", (2,), "float32")
         self.prog.write("norm.consts", np.array([1.0 / s.hidden, s.norm_eps], np.float32))
-        self.alloc("rope.k", (T, s.head_dim), "float32")
-        self.alloc("rope.q", (T, s.head_dim), "float32")
-        if rope is not None:
-            self.prog.write("rope.k", rope[0])
-            self.prog.write("rope.q", rope[1])
+        self.alloc("rope.k", (M, s.head_dim), "float32")
+        self.alloc("rope.q", (M, s.head_dim), "float32")
+        if rope is not None:          # every sequence's rows at the same positions
+            self.prog.write("rope.k", np.tile(rope[0], (self.B, 1)))
+            self.prog.write("rope.q", np.tile(rope[1], (self.B, 1)))
         for name, nbytes in self.kv.symbols().items():
-            self.alloc(f"kv.{name}", (nbytes,), "uint8")
+            self.alloc(f"kv.{name}", (self.B * nbytes,), "uint8")
         if not self.fmt.fp16:
             # the host initializes every record with the codes' zero (and scale 0), so that a
             # tile's tokens past the context are well-formed operands (their scores are masked)
@@ -380,7 +391,11 @@ class _BlockEmitter:
                 view = self.prog.view(f"kv.{name}").view(PARAM)
                 view["zero"] = z
         if past_cache is not None and self.L:
-            self._write_past(past_cache)
+            pasts = past_cache if isinstance(past_cache, (list, tuple)) else [past_cache]
+            for b, past in enumerate(pasts):
+                self.seq = b
+                self._write_past(past)
+            self.seq = 0
         if not self.fmt.fp16:
             rec = np.zeros(s.head_dim, PARAM)
             rec["scale"] = 1.0
@@ -395,7 +410,7 @@ class _BlockEmitter:
         for h in range(self.s.kv_heads):
             for which in ("k", "v"):
                 view = self.prog.view(f"kv.{which}")
-                at = h * lay.head_bytes
+                at = self.seq_off(which) + h * lay.head_bytes
                 if self.fmt.fp16:
                     rows = getattr(past, f"{which}16")[h].astype(np.float16).view(np.uint8)
                 else:
@@ -407,12 +422,16 @@ class _BlockEmitter:
                 for j in range(lay.k_groups):
                     rec = np.zeros(L, PARAM)
                     rec["scale"], rec["zero"] = past.k_scales[h, j], z
-                    o = lay.k_param_offset(h, j, 0)
+                    o = self.seq_off("kp") + lay.k_param_offset(h, j, 0)
                     kp[o:o + rec.nbytes] = rec.view(np.uint8)
                 rec = np.zeros(L, PARAM)
                 rec["scale"], rec["zero"] = past.v_scales[h], z
-                o = lay.v_param_offset(h, 0)
+                o = self.seq_off("vp") + lay.v_param_offset(h, 0)
                 self.prog.view("kv.vp")[o:o + rec.nbytes] = rec.view(np.uint8)
+
+    def seq_off(self, name):
+        """Byte offset of the current sequence's cache in symbol `kv.<name>`."""
+        return self.seq * self.kv.symbols()[name]
 
     # -- the block --------------------------------------------------------------------------
     def emit(self, ops):
@@ -436,7 +455,7 @@ class _BlockEmitter:
     def _symbols(self):
         """Every symbol an operator hands to the next: allocated up front, so that any
         subset of the operators compiles."""
-        s, T = self.s, self.T
+        s, T = self.s, self.M
         pad = max(p.kp for p in self.plans.values())
         for name, k in (("attn_in", s.hidden), ("o_proj_in", s.heads * s.head_dim),
                         ("mlp_in", s.hidden), ("down_in", s.intermediate)):
@@ -460,9 +479,9 @@ class _BlockEmitter:
         w_cap = self.cfg.sram.bytes("scale") // 4 // OUT.itemsize    # norm weights of a chunk
         act_cap = self.cfg.sram.bytes("act") // 2                     # int8 codes of a chunk
         if n * OUT.itemsize <= half and n <= w_cap and n <= act_cap:
-            rc = min(self.T, MAX_ROWS, half // (n * OUT.itemsize), act_cap // n)
+            rc = min(self.M, MAX_ROWS, half // (n * OUT.itemsize), act_cap // n)
             return rc, n, True
-        rc = min(self.T, 8)
+        rc = min(self.M, 8)
         cc = min(n, w_cap, half // 2 // (rc * OUT.itemsize), act_cap // rc)
         cc = cc // self.lanes * self.lanes
         if cc < self.lanes:
@@ -480,9 +499,9 @@ class _BlockEmitter:
         f4 = OUT.itemsize
         tmp = None
         if not resident and norm is not None and quant is not None:
-            tmp = self.alloc(f"{quant}.tmp", (self.T, n), "float32")
-        for r0 in range(0, self.T, rc):
-            rows = min(rc, self.T - r0)
+            tmp = self.alloc(f"{quant}.tmp", (self.M, n), "float32")
+        for r0 in range(0, self.M, rc):
+            rows = min(rc, self.M - r0)
             self._rowwise_rows(n, r0, rows, cc, resident, half, f4, inputs, combine, keep, norm,
                                quant, tmp)
 
@@ -580,8 +599,8 @@ class _BlockEmitter:
             x = self.gather(role, plan, source)
         if not self.emit_linear:
             return
-        tile = tiling_mod.choose(plan, self.cfg, self.T)
-        emit_layer(self.b, plan, self.cfg, self.T, tile, self.image, prefix=f"{role}.",
+        tile = tiling_mod.choose(plan, self.cfg, self.M)
+        emit_layer(self.b, plan, self.cfg, self.M, tile, self.image, prefix=f"{role}.",
                    inputs={"x": x, "sx": f"{source}.sx", "y": f"{role}.y"})
 
     def gather(self, role, plan, source):
@@ -598,12 +617,12 @@ class _BlockEmitter:
         self.prog.write(isym, idx)
         self.load_flat(Buffer.CODEBOOK, 0, isym, 0, kp * 2)
         act = self.cfg.sram.bytes("act")
-        rg = max(1, min(self.T, MAX_ROWS, act // (2 * kp)))
+        rg = max(1, min(self.M, MAX_ROWS, act // (2 * kp)))
         if act < 2 * kp:
             raise LoweringError(f"the act buffer ({self.cfg.sram.act_kib} KiB) must hold two "
                                 f"rows of {kp} codes for `{plan.name}`'s gather")
-        for r0 in range(0, self.T, rg):
-            rows = min(rg, self.T - r0)
+        for r0 in range(0, self.M, rg):
+            rows = min(rg, self.M - r0)
             self.load(Buffer.ACT, 0, f"{source}.xq", r0 * k, rows, kp, k)
             self.vec(Opcode.GATHER, [self.R(Buffer.ACT, 0, rows * kp),
                                      self.R(Buffer.CODEBOOK, 0, kp * 2)],
@@ -631,11 +650,14 @@ class _BlockEmitter:
             half = self.cfg.sram.bytes("out") // 2
             hc = max(1, min(heads, half // (hd * f4), field_max(Opcode.VROPE, "heads")))
             rc = max(1, min(T, MAX_ROWS, half // (hc * hd * f4)))
-            for r0 in range(0, T, rc):
-                rows = min(rc, T - r0)
-                for h0 in range(0, heads, hc):
-                    nh = min(hc, heads - h0)
-                    self._rope_chunk(which, heads, r0, rows, h0, nh)
+            for b in range(self.B):          # a chunk's new rows go to one sequence's cache
+                self.seq = b
+                for t0 in range(0, T, rc):
+                    rows = min(rc, T - t0)
+                    for h0 in range(0, heads, hc):
+                        nh = min(hc, heads - h0)
+                        self._rope_chunk(which, heads, b * T + t0, rows, h0, nh)
+        self.seq = 0
 
     def _rope_chunk(self, which, heads, r0, rows, h0, nh):
         f4, hd = OUT.itemsize, self.s.head_dim
@@ -662,7 +684,8 @@ class _BlockEmitter:
         self._cache_write(which, a, rows, r0, h0, nh)
 
     def _cache_write(self, which, a, rows, r0, h0, nh):
-        """`vkvq` of [rows, nh heads] into the cache's rows L + r0 .. of heads h0 .."""
+        """`vkvq` of [rows, nh heads] (the block's rows r0 .., of the current sequence) into
+        its cache's rows L + (r0 - its first row) .. of heads h0 .."""
         lay, fmt, hd, f4 = self.kv, self.fmt, self.s.head_dim, OUT.itemsize
         act_half = self.cfg.sram.bytes("act") // 2
         dst = (self.slot % 2) * act_half
@@ -678,26 +701,32 @@ class _BlockEmitter:
         self.vec(Opcode.VKVQ, [self.R(Buffer.OUT, a, rows * nh * hd * f4)], writes, rows=rows,
                  heads=nh, hd=hd, bits=fmt.bits or 1, glog=int(math.log2(group)),
                  lut=int(self.lut), fp16=int(fmt.fp16), src=a, dst=dst, param=param)
-        t0 = self.L + r0
-        self.store(Buffer.ACT, dst, f"kv.{which}", h0 * lay.head_bytes + t0 * rb, nh,
-                   rows * rb, lay.head_bytes)
+        t0 = self.L + r0 - self.seq * self.T
+        self.store(Buffer.ACT, dst, f"kv.{which}",
+                   self.seq_off(which) + h0 * lay.head_bytes + t0 * rb, nh, rows * rb,
+                   lay.head_bytes)
         if fmt.fp16:
             return
         if which == "k":
-            self.store(Buffer.SCALE, param, "kv.kp", lay.k_param_offset(h0, 0, t0), nh * j,
+            self.store(Buffer.SCALE, param, "kv.kp",
+                       self.seq_off("kp") + lay.k_param_offset(h0, 0, t0), nh * j,
                        rows * PARAM.itemsize, lay.ctx_max * PARAM.itemsize)
         else:
-            self.store(Buffer.SCALE, param, "kv.vp", lay.v_param_offset(h0, t0), nh,
+            self.store(Buffer.SCALE, param, "kv.vp",
+                       self.seq_off("vp") + lay.v_param_offset(h0, t0), nh,
                        rows * PARAM.itemsize, lay.ctx_max * PARAM.itemsize)
 
     # -- attention ------------------------------------------------------------------------------
     def attention(self):
         s, T = self.s, self.T
         tq = self.query_chunk()
-        for h in range(s.kv_heads):
-            for t0 in range(0, T, tq):
-                if self.chunks is None or (h, t0) in self.chunks:
-                    self._attention_chunk(h, t0, min(tq, T - t0))
+        for b in range(self.B):
+            self.seq = b
+            for h in range(s.kv_heads):
+                for t0 in range(0, T, tq):
+                    if self.chunks is None or (h, t0) in self.chunks:
+                        self._attention_chunk(h, t0, min(tq, T - t0))
+        self.seq = 0
 
     def query_chunk(self):
         return query_chunk(self.cfg, self.s, self.T, self.L, self.fmt, self.tile)
@@ -719,7 +748,8 @@ class _BlockEmitter:
         scores = self.R(Buffer.OUT, lay.scores, R * ncols * f4)
         reads = [scores]
         if not self.fmt.fp16:
-            self.load_flat(Buffer.SCALE, lay.vrec, "kv.vp", self.kv.v_param_offset(h, 0),
+            self.load_flat(Buffer.SCALE, lay.vrec, "kv.vp",
+                           self.seq_off("vp") + self.kv.v_param_offset(h, 0),
                            ncols * PARAM.itemsize)
             reads.append(self.R(Buffer.SCALE, lay.vrec, ncols * PARAM.itemsize))
         self.vec(Opcode.VSMAX, reads, [scores], rows=R, cols=ncols, valid=self.L + t0 + 1,
@@ -729,7 +759,8 @@ class _BlockEmitter:
             self._pv_fp16(h, lay, ntiles)
         else:
             self._pv_int(h, lay, ntiles)
-        self.store(Buffer.OUT, lay.o, "attn", (t0 * qd + h * G * hd) * f4, tq, G * hd * f4,
+        row = self.seq * self.T + t0
+        self.store(Buffer.OUT, lay.o, "attn", (row * qd + h * G * hd) * f4, tq, G * hd * f4,
                    qd * f4)
 
     def _load_queries(self, h, t0, tq, lay):
@@ -740,6 +771,7 @@ class _BlockEmitter:
         s, G, hd, f4 = self.s, self.G, self.s.head_dim, OUT.itemsize
         qd = s.heads * hd
         group = lay.k_group
+        t0 += self.seq * self.T                 # the sequence's rows in the block
         if self.fmt.fp16 or group == hd:
             self.load(Buffer.OUT, lay.q, "q_rot", (t0 * qd + h * G * hd) * f4, tq, G * hd * f4,
                       qd * f4)
@@ -764,7 +796,8 @@ class _BlockEmitter:
         """Load token tile jt of head h's K or V rows into WEIGHT at `wslot`."""
         lay = self.kv
         self.load_flat(Buffer.WEIGHT, wslot, f"kv.{which}",
-                       h * lay.head_bytes + jt * self.tile * lay.row_bytes, nbytes)
+                       self.seq_off(which) + h * lay.head_bytes + jt * self.tile * lay.row_bytes,
+                       nbytes)
 
     def _scores_fp16(self, h, lay, ntiles):
         R, hd, tile, f4 = lay.rows, lay.hd, lay.tile, OUT.itemsize
@@ -885,7 +918,8 @@ class _BlockEmitter:
                 else:
                     wbytes = self._pack(tile, group, j * group, False, codes, cbytes, image)
                 rec = lay.krec(p)
-                self.load_flat(Buffer.SCALE, rec, "kv.kp", kvl.k_param_offset(h, j, jt * tile),
+                self.load_flat(Buffer.SCALE, rec, "kv.kp",
+                               self.seq_off("kp") + kvl.k_param_offset(h, j, jt * tile),
                                rbytes)
                 acc = (p % 2) * R * max(tile, hd) * 4
                 src, nbytes = operands[j]

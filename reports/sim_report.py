@@ -125,6 +125,8 @@ def _attention_rows(report, cfg, rows, measured):
     name = roofline.attention_name(fmt)
     for ph in model["phases"]:
         m = ph["tokens"]
+        if ph.get("batch", 1) > 1:          # sequences of their own: not one causal block
+            continue
         b = roofline.attention_bound_of(cfg, q_dim, model["kv_bytes_per_token_per_block"],
                                         ph["past"], fmt, m)
         rows.append(attention_row(cfg, fmt, b, m))
@@ -150,7 +152,9 @@ def print_model(model, cfg, console=None):
                   f"{model['method']} (x {model['blocks']})", highlight=False)
     for ph in model["phases"]:
         m = ph["tokens"]
-        what = (f"decode: 1 token after {ph['past']:,} cached" if m == 1 else
+        decode = ph.get("phase", "decode" if m == 1 else "prefill") == "decode"
+        batch = f" for each of {m} sequences" if decode and m > 1 else ""
+        what = (f"decode: 1 token{batch} after {ph['past']:,} cached" if decode else
                 f"prefill: {m:,} tokens, causal, from an empty cache")
         t = Table(title=f"{what}, per block", title_justify="left", caption=MODEL_CAPTION,
                   caption_justify="left")
@@ -177,8 +181,8 @@ def print_model(model, cfg, console=None):
         per = tot["dram_bytes_per_token"]
         bound_tps = tot["tokens_per_s"] / tot["dram_bound_fraction"] if \
             tot["dram_bound_fraction"] else 0.0
-        head = (f"  decode at a {ph['past']:,}-token context: {tot['tokens_per_s']:,.2f} "
-                f"tokens/s" if m == 1 else
+        head = (f"  decode at a {ph['past']:,}-token context{batch}: "
+                f"{tot['tokens_per_s']:,.2f} tokens/s" if decode else
                 f"  prefill of {m:,} tokens: time to first token {_time(tot['latency_s'])}, "
                 f"{tot['tokens_per_s']:,.1f} tokens/s")
         console.print(

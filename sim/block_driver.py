@@ -131,12 +131,14 @@ def op_breakdown(config, compiled, res, model):
     return ops
 
 
-def decode(shape, layers, norms, config, ctx, kv_fmt, plans=None):
-    """One decode token after `ctx` cached tokens: the whole block simulated in full."""
+def decode(shape, layers, norms, config, ctx, kv_fmt, plans=None, batch=1):
+    """One decode step after `ctx` cached tokens, of `batch` sequences (a token each, each
+    with its own cache): the whole block simulated in full."""
     cb = blk.lower_block(shape, layers, norms, config, 1, ctx, kv_fmt, image=False,
-                         plans=plans)
+                         plans=plans, batch=batch)
     res, model = simulate(config, cb.program, data=False, trace=True)
-    return {"tokens": 1, "past": ctx, "cycles": res.cycles, "sampled": False,
+    return {"phase": "decode", "tokens": batch, "batch": batch, "past": ctx,
+            "cycles": res.cycles, "sampled": False,
             "instructions": len(cb.program.words), "ops": op_breakdown(config, cb, res, model)}
 
 
@@ -215,7 +217,8 @@ def prefill(shape, layers, norms, config, tokens, kv_fmt, plans=None, memo=None)
     for op in ops:
         op["bound"], op["bound_cycles"] = _bound(config, op["busy"], op["dram"])
         op["bound_cycles"] = int(op["bound_cycles"])
-    return {"tokens": tokens, "past": 0, "cycles": sum(o["cycles"] for o in ops),
+    return {"phase": "prefill", "tokens": tokens, "batch": 1, "past": 0,
+            "cycles": sum(o["cycles"] for o in ops),
             "sampled": True, "ops": ops,
             "instructions": sum(o.get("instructions", 0) for o in ops)}
 
@@ -323,26 +326,31 @@ def model_totals(config, shape, phase, blocks, lm):
             "dram_bound_fraction": bound_cycles / cycles if cycles else 0.0}
 
 
-def simulate_model(shape, layers, norms, config, ctx, prefill_tokens, kv_fmt, blocks=None):
-    """`bitlut sim --ctx`: decode at `ctx` and a prefill of `prefill_tokens` (0: none), per
-    operator and for the model. Returns the report's `model` dict."""
+def simulate_model(shape, layers, norms, config, ctx, prefill_tokens, kv_fmt, blocks=None,
+                   batch=1):
+    """`bitlut sim --ctx`: decode at `ctx` (`batch` sequences a step) and a prefill of
+    `prefill_tokens` (0: none), per operator and for the model. Returns the report's `model`
+    dict."""
     blocks = blocks or shape.blocks
     plans = {r: blk.plan_layer(layers[r], config) for r in blk.ROLES}
     out = {"ctx": ctx, "prefill": prefill_tokens, "kv": kv_fmt.name, "blocks": blocks,
+           "batch": batch,
            "kv_bytes_per_token_per_block": kvmod.bytes_per_token(kv_fmt, shape.kv_heads,
                                                                  shape.head_dim),
            "method": "one block simulated and multiplied by the block count, plus the final "
                      "norm, the lm_head and the embedding read", "phases": []}
     memo = {}
-    phases = [decode(shape, layers, norms, config, ctx, kv_fmt, plans)]
+    phases = [decode(shape, layers, norms, config, ctx, kv_fmt, plans, batch)]
     if prefill_tokens:
         phases.append(prefill(shape, layers, norms, config, prefill_tokens, kv_fmt, plans,
                               memo))
     lm, what = lm_head(shape, config, 1)         # the last token's logits, in either phase
     for ph in phases:
+        if ph["batch"] > 1:                        # a batch's step: every sequence's logits
+            lm, what = lm_head(shape, config, ph["batch"])
         ph["lm_head"] = {**lm, "weights": what}
         ph["model"] = model_totals(config, shape, ph, blocks, lm)
-        if ph["tokens"] > 1:
+        if ph["phase"] == "prefill":
             ph["model"]["ttft_s"] = ph["model"]["latency_s"]
         out["phases"].append(ph)
     return out

@@ -49,6 +49,9 @@ def register(sub):
     p.add_argument("--kv-group", metavar="G", type=checks.arg(checks.integer, "--kv-group", 1,
                                                                 1024),
                    help="columns of a head per K scale (default 128, capped at the head dim)")
+    p.add_argument("--batch", metavar="B", type=checks.arg(checks.integer, "--batch", 1, 64),
+                   help="the whole model's decode: B sequences a step, each with its own cache "
+                        "at the context (default 1)")
     p.add_argument("--no-model", action="store_true",
                    help="only the linear layers, not the whole model")
     p.add_argument("--checkpoint", metavar="DIR",
@@ -244,7 +247,8 @@ def _model(args, qmodel, cfg):
     from arch import kv as kvmod
     from quant import model_shape
     from sim import block_driver
-    asked = any(v is not None for v in (args.ctx, args.prefill, args.kv, args.kv_group))
+    asked = any(v is not None for v in (args.ctx, args.prefill, args.kv, args.kv_group,
+                                        args.batch))
     if qmodel.shape is None and not asked:
         return None, (f"model: not simulated: {args.qfile} does not record the model's shape "
                       "(re-quantize it to see the whole model: attention, KV cache, tokens/s)")
@@ -256,7 +260,7 @@ def _model(args, qmodel, cfg):
     ctx = DEFAULT_CTX if args.ctx is None else args.ctx
     prefill = DEFAULT_PREFILL if args.prefill is None else args.prefill
     out = block_driver.simulate_model(shape, layers, norms, cfg, ctx, prefill, fmt,
-                                      blocks=args.blocks)
+                                      blocks=args.blocks, batch=args.batch or 1)
     out["shape"] = shape.describe()
     return out, None
 

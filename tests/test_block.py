@@ -250,3 +250,69 @@ def test_exec_rtl_refuses_the_block_opcodes_by_name(cli, tmp_path):
         assert op in r.stderr, (op, r.stderr)
     r = cli("exec", path, "--arch", "mac")
     assert r.returncode == 0 and "agree" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,fmt,tokens,past", [("lut", "int4", 1, 1023), ("mac", "int8", 1, 300),
+                                                  ("bitserial", "fp16", 6, 20)])
+def test_the_synthetic_llama7b_block_runs_bit_exact(kind, fmt, tokens, past):
+    """The shipped example: llama7b.q's block (CLAQ 2.2, LLaMA-7B shapes, 32 heads of 128) on
+    the shipped configs, executor and cycle model against the golden block (about 20 s each)."""
+    import quant
+    from bench.common import ensure_llama
+    from quant import model_shape
+    model = quant.load(ensure_llama())
+    cfg, shape = config.load(kind), model.shape
+    fmt_ = kv.check_format(fmt, cfg, shape.head_dim)
+    layers, norms = model_shape.block_layers(model, 0), model_shape.norm_weights(model, 0)
+    past_kv, _, _ = bg.make_past(fmt_, shape.kv_heads, shape.head_dim, past, 1)
+    rope = bg.rope_tables(np.arange(past, past + tokens), shape.head_dim, shape.rope_theta)
+    cb = blk.lower_block(shape, layers, norms, cfg, tokens, past, fmt_, past_cache=past_kv,
+                         rope=rope)
+    x = np.random.default_rng(3).standard_normal((tokens, shape.hidden)).astype(np.float32)
+    blk.write_inputs(cb, x)
+    ex = Executor(cfg, cb.program)
+    ex.run()
+    _, model_run = simulate(cfg, cb.program)
+    assert np.array_equal(model_run.executor.dram, ex.dram)
+    gold = bg.block_golden(shape, cb.plans, norms, x, past_kv, cb.tile,
+                           cfg.timing.vector_lanes, fmt_)
+    cb.program.dram = ex.dram
+    for sym, op in (("attn", "attn"), ("h", "h"), ("out", "out")):
+        _same(cb.program.read(sym), gold.ops[op], sym)
+
+
+@pytest.mark.parametrize("kind,fmt", [("lut", "int4"), ("mac", "fp16")])
+def test_a_batch_of_sequences_each_attends_to_its_own_cache(kind, fmt):
+    """A batched decode (three sequences, one token each after 29 cached, different caches):
+    the rows of sequence b equal the golden block of that sequence alone, and each sequence's
+    new row lands in its own cache."""
+    cfg = config.load(kind)
+    fmt_ = kv.check_format(fmt, cfg, SHAPE.head_dim)
+    layers, norms = _layers(4), _norms(4)
+    pasts = [bg.make_past(fmt_, SHAPE.kv_heads, SHAPE.head_dim, 29, 10 + b)[0] for b in range(3)]
+    rope = bg.rope_tables([29], SHAPE.head_dim, SHAPE.rope_theta)
+    cb = blk.lower_block(SHAPE, layers, norms, cfg, 1, 29, fmt_, past_cache=pasts, rope=rope,
+                         batch=3)
+    x = np.random.default_rng(5).standard_normal((3, SHAPE.hidden)).astype(np.float32)
+    blk.write_inputs(cb, x)
+    ex = Executor(cfg, cb.program)
+    ex.run()
+    _, model = simulate(cfg, cb.program)
+    assert np.array_equal(model.executor.dram, ex.dram)
+    cb.program.dram = ex.dram
+    out = cb.program.read("out")
+    lay = cb.kv
+    for b in range(3):
+        gold = bg.block_golden(SHAPE, cb.plans, norms, x[b:b + 1], pasts[b], cb.tile,
+                               cfg.timing.vector_lanes, fmt_)
+        _same(out[b:b + 1], gold.out, f"sequence {b}")
+        raw = cb.program.read("kv.k")[b * len(cb.program.read("kv.k")) // 3:]
+        row = raw[:lay.kv_heads * lay.head_bytes].reshape(lay.kv_heads, lay.ctx_max,
+                                                          lay.row_bytes)[:, 29]
+        new = gold.ops["kv_new"]
+        if fmt == "fp16":
+            _same(row.view(np.float16)[:, None], new.k16, f"sequence {b}'s cache")
+        else:
+            codes = kv.decode_rows(row, SHAPE.head_dim, lay.fmt.bits)
+            _same(codes[:, None], new.k_codes, f"sequence {b}'s cache")
