@@ -271,6 +271,19 @@ def _lerp(a, b, w):
             "bound_cycles": mix(a["bound_cycles"], b["bound_cycles"]), "bound": b["bound"]}
 
 
+def _sum_blocks(runs):
+    """One decode phase from each block's own run: cycles and every operator's figures summed
+    (per block, so that a report's `ops` stay the block's operators)."""
+    out = {**runs[0], "cycles": sum(r["cycles"] for r in runs),
+           "instructions": sum(r["instructions"] for r in runs), "blocks_simulated": len(runs)}
+    out["ops"] = []
+    for i, op in enumerate(runs[0]["ops"]):
+        merged = _merge(op["name"], [r["ops"][i] for r in runs])
+        merged["bound"], merged["bound_cycles"] = op["bound"], op["bound_cycles"]
+        out["ops"].append(merged)
+    return out
+
+
 def lm_head(shape, config, tokens):
     """The final norm's cost is the attention norm's; the lm_head [vocab, hidden] at 8 bits
     (as two 4-bit halves of the columns on an array without 8-bit weights), `LM_HEAD_ROWS`
@@ -327,10 +340,12 @@ def model_totals(config, shape, phase, blocks, lm):
 
 
 def simulate_model(shape, layers, norms, config, ctx, prefill_tokens, kv_fmt, blocks=None,
-                   batch=1):
+                   batch=1, every_block=None):
     """`bitlut sim --ctx`: decode at `ctx` (`batch` sequences a step) and a prefill of
-    `prefill_tokens` (0: none), per operator and for the model. Returns the report's `model`
-    dict."""
+    `prefill_tokens` (0: none), per operator and for the model. `every_block` [(layers,
+    norms)], one per block of a checkpoint's file (`--full`): the decode simulates each block's
+    own program (their bit widths differ) and sums them, instead of block 0 times the count.
+    Returns the report's `model` dict."""
     blocks = blocks or shape.blocks
     plans = {r: blk.plan_layer(layers[r], config) for r in blk.ROLES}
     out = {"ctx": ctx, "prefill": prefill_tokens, "kv": kv_fmt.name, "blocks": blocks,
@@ -340,16 +355,27 @@ def simulate_model(shape, layers, norms, config, ctx, prefill_tokens, kv_fmt, bl
            "method": "one block simulated and multiplied by the block count, plus the final "
                      "norm, the lm_head and the embedding read", "phases": []}
     memo = {}
-    phases = [decode(shape, layers, norms, config, ctx, kv_fmt, plans, batch)]
+    if every_block:
+        runs = [decode(shape, lay, nrm, config, ctx, kv_fmt, None, batch)
+                for lay, nrm in every_block]
+        dec = _sum_blocks(runs)
+        blocks = 1                 # the phase is every block already
+        out["blocks"] = len(every_block)
+        out["method"] = ("every block simulated (its own program) and summed, plus the final "
+                         "norm, the lm_head and the embedding read")
+    else:
+        dec = decode(shape, layers, norms, config, ctx, kv_fmt, plans, batch)
+    phases = [dec]
     if prefill_tokens:
         phases.append(prefill(shape, layers, norms, config, prefill_tokens, kv_fmt, plans,
                               memo))
     lm, what = lm_head(shape, config, 1)         # the last token's logits, in either phase
     for ph in phases:
+        n = blocks if ph is dec else (out["blocks"] if every_block else blocks)
         if ph["batch"] > 1:                        # a batch's step: every sequence's logits
             lm, what = lm_head(shape, config, ph["batch"])
         ph["lm_head"] = {**lm, "weights": what}
-        ph["model"] = model_totals(config, shape, ph, blocks, lm)
+        ph["model"] = model_totals(config, shape, ph, n, lm)
         if ph["phase"] == "prefill":
             ph["model"]["ttft_s"] = ph["model"]["latency_s"]
         out["phases"].append(ph)

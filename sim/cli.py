@@ -63,7 +63,9 @@ def register(sub):
                    help="DRAM transfers take no time (compute-only timing)")
     p.add_argument("--no-check", action="store_true", help="timing only, no output check")
     p.add_argument("--full", action="store_true",
-                   help="simulate every row block instead of sampling large layers")
+                   help="simulate every row block instead of sampling large layers; the whole "
+                        "model: simulate every block of a checkpoint's file (their bit widths "
+                        "differ) instead of block 0 times the block count")
     p.add_argument("--json", metavar="FILE", type=checks.arg(checks.output_file, "--json"),
                    help="write the report as JSON")
     p.add_argument("--trace", metavar="FILE", type=checks.arg(checks.output_file, "--trace"),
@@ -259,8 +261,14 @@ def _model(args, qmodel, cfg):
                              args.kv_group or kvmod.DEFAULT_GROUP)
     ctx = DEFAULT_CTX if args.ctx is None else args.ctx
     prefill = DEFAULT_PREFILL if args.prefill is None else args.prefill
+    every = None
+    held = {b for b, _ in filter(None, map(model_shape.role_of, qmodel.layers))}
+    if args.full and None not in held and len(held) > 1:     # a checkpoint's every block
+        every = [(model_shape.block_layers(qmodel, b, args.qfile),
+                  model_shape.norm_weights(qmodel, b, args.qfile)) for b in sorted(held)]
     out = block_driver.simulate_model(shape, layers, norms, cfg, ctx, prefill, fmt,
-                                      blocks=args.blocks, batch=args.batch or 1)
+                                      blocks=args.blocks, batch=args.batch or 1,
+                                      every_block=every)
     out["shape"] = shape.describe()
     return out, None
 

@@ -6,10 +6,12 @@ synthetic `llama7b.q` holds one LLaMA-7B block (`q_proj` ... `down_proj`). The s
 cover the file's layers only, so a one-block file's tokens/s is per block; with the model's
 block count (`--blocks N`, or the checkpoint's own count recorded by `bitlut quantize`) the report
 adds the model's figure for the linear layers: N / (blocks in the file) times the latency,
-energy and DRAM bytes. Attention (QK^T, softmax, AV), norms and the KV cache are not modelled.
+energy and DRAM bytes. Attention (QK^T, softmax, AV), norms and the KV cache are not in this
+figure: the whole model's (`sim.block_driver`, printed after it) has them.
 """
 
-NOT_MODELLED = "attention (QK^T, softmax, AV), norms and the KV cache are not modelled"
+NOT_MODELLED = ("attention (QK^T, softmax, AV), norms and the KV cache are not in this figure "
+                "(the whole model's, below when the file records its shape, has them)")
 
 
 def block_index(name):
