@@ -116,3 +116,27 @@ def test_a_batch_reads_the_weights_once_for_all_its_sequences(cli, tiny_q, tmp_p
     assert w4 == pytest.approx(w1 / 4, rel=0.02)
     assert runs[4]["tokens_per_s"] > 2 * runs[1]["tokens_per_s"]
     assert np.isfinite(runs[4]["energy_j_per_token"])
+
+
+def test_full_simulates_every_block_of_a_checkpoint(cli, tmp_path):
+    """A checkpoint's .q holds every block, each with its own weights: `--full` runs each
+    block's program and sums them (block 0 and block 1 here), instead of block 0 twice."""
+    from quant import model_shape
+    from quant.checkpoint import quantize_checkpoint
+    from sim import block_driver
+    from tests.tiny_models import save_llama
+    folder = tmp_path / "ck"
+    save_llama(folder, random_norms=True)
+    q = quantize_checkpoint(folder, Method(name="rtn", bits=4), random_tokens=True)
+    qformat.save(tmp_path / "ck.q", q)
+    out = tmp_path / "full.json"
+    r = cli("sim", tmp_path / "ck.q", "--no-check", "--tokens", "1", "--ctx", "40",
+            "--prefill", "0", "--kv", "fp16", "--full", "--json", out)
+    assert r.returncode == 0, r.stderr
+    dec = json.loads(out.read_text())["model"]["phases"][0]
+    cfg = config.load("lut")
+    fmt = kv.KVFormat("fp16")
+    each = [block_driver.decode(q.shape, model_shape.block_layers(q, b),
+                                model_shape.norm_weights(q, b), cfg, 40, fmt)["cycles"]
+            for b in range(q.shape.blocks)]
+    assert dec["blocks_simulated"] == 2 and dec["cycles"] == sum(each)
