@@ -25,22 +25,9 @@ from quant.random_layer import codebook_layer, uniform_layer
 from sim import block_golden as bg
 from sim.cycle import simulate
 from sim.executor import ExecError, Executor
+from tests.tiny_models import tiny_block_shape
 
-
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """A tiny GQA LLaMA block: 4 query heads over 2 KV heads of 32."""
-    hidden: int = 128
-    intermediate: int = 344
-    heads: int = 4
-    kv_heads: int = 2
-    head_dim: int = 32
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None
-    norm_eps: float = 1e-6
-
-
-SHAPE = Shape()
+SHAPE = tiny_block_shape()
 DIMS = {"q_proj": (128, 128), "k_proj": (64, 128), "v_proj": (64, 128), "o_proj": (128, 128),
         "gate_proj": (344, 128), "up_proj": (344, 128), "down_proj": (128, 344)}
 CASES = {"decode": (1, 37), "prefill": (9, 0), "prefill-past": (5, 11)}   # T, L

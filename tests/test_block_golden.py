@@ -28,6 +28,7 @@ from quant.block_reference import block_forward, rope_cos_sin
 from quant.random_layer import codebook_layer, uniform_layer
 from sim import block_golden as bg
 from sim.check import sample_activations
+from tests.tiny_models import tiny_block_shape
 
 LUT = config.load("lut")
 LANES = LUT.timing.vector_lanes
@@ -42,20 +43,7 @@ CASES = {"decode": (1, 37), "prefill": (9, 0), "prefill-past": (5, 11)}   # T, L
 BOUND = {"fp16": 0.1, "int8": 0.1, "int4": 0.15, "int2": 0.5}
 
 
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """A tiny GQA LLaMA block: 4 query heads over 2 KV heads of 32."""
-    hidden: int = 128
-    intermediate: int = 344
-    heads: int = 4
-    kv_heads: int = 2
-    head_dim: int = 32
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None
-    norm_eps: float = 1e-6
-
-
-SHAPE = Shape()
+SHAPE = tiny_block_shape()
 
 
 def _shapes(s):

@@ -79,3 +79,11 @@ def _train(model, tok, steps, seed, batch=16, seqlen=64):
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def tiny_block_shape():
+    """A tiny GQA LLaMA block's shape (4 query heads over 2 KV heads of 32, hidden 128,
+    intermediate 344), for the block tests that build their layers themselves."""
+    from quant.model_shape import ModelShape
+    return ModelShape(hidden=128, intermediate=344, heads=4, kv_heads=2, head_dim=32,
+                      rope_theta=10000.0, norm_eps=1e-6, vocab=256, blocks=1)
