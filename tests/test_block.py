@@ -303,3 +303,21 @@ def test_a_batch_of_sequences_each_attends_to_its_own_cache(kind, fmt):
         else:
             codes = kv.decode_rows(row, SHAPE.head_dim, lay.fmt.bits)
             _same(codes[:, None], new.k_codes, f"sequence {b}'s cache")
+
+
+def test_the_kv_rows_pack_lsb_first_and_round_trip():
+    """arch.kv's row image: a hand-checked row (2-bit codes 1, 2, 3, 0 are the byte 0b00111001,
+    LSB first, as arch.packing packs weights), and random rows of every width round trip."""
+    assert kv.encode_rows(np.array([[1, 2, 3, 0]], np.uint8), 2).tolist() == [[0b00111001]]
+    assert kv.encode_rows(np.array([[0xA, 0x5]], np.uint8), 4).tolist() == [[0x5A]]
+    rng = np.random.default_rng(0)
+    for bits in (2, 4, 8):
+        codes = rng.integers(0, 1 << bits, (7, 32)).astype(np.uint8)
+        raw = kv.encode_rows(codes, bits)
+        assert raw.shape == (7, 32 * bits // 8)
+        assert np.array_equal(kv.decode_rows(raw, 32, bits), codes)
+    # bytes a token adds to a block's cache: LLaMA-7B fp16 is 0.5 MiB over 32 blocks (2 x 32
+    # heads x 128 x 2 bytes = 16 KiB a block); int4 with 128-column K groups: codes 2 x 64 bytes
+    # and two 4-byte records per head
+    assert kv.bytes_per_token(kv.KVFormat("fp16"), 32, 128) * 32 == 2**19
+    assert kv.bytes_per_token(kv.KVFormat("int4"), 32, 128) == 32 * (128 + 8)
