@@ -358,14 +358,16 @@ def exec_cmd(args):
 
 
 def _check_rtl_runs(cfg, prog, path):
-    """Refuse, in one line naming them, a program with opcodes this config's RTL core does not
-    build (the decoder block's, docs/block.md: the core runs them in a later version)."""
-    from rtl.core import runs
-    missing = sorted({insn.op.name.lower() for insn in prog.insns() if not runs(insn.op, cfg)})
+    """Refuse, in one line naming them, a program with opcodes that no RTL core builds yet
+    (the decoder block's, docs/block.md). An opcode of another PE kind's core runs, and the
+    core stops on it with `unsupported`, as it would on the board."""
+    from rtl.core import SUPPORTED
+    missing = sorted({insn.op.name.lower() for insn in prog.insns()
+                      if insn.op not in SUPPORTED})
     if missing:
-        raise UserError(f"{path}: --rtl needs opcodes the {cfg.tag} core runs, not "
-                        f"{', '.join(missing)} (the RTL core does not build the decoder "
-                        f"block's opcodes yet; the executor and the cycle model run them)")
+        raise UserError(f"{path}: --rtl needs opcodes the RTL core builds, not "
+                        f"{', '.join(missing)} (the core does not build the decoder block's "
+                        f"opcodes yet; the executor and the cycle model run them)")
 
 
 def _run_rtl(cfg, prog, simulator):
