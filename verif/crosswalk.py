@@ -83,16 +83,21 @@ def core_rows():
     out = []
     for isa_unit in sorted({u for u in UNIT_OF.values() if u is not None}, key=lambda u: u.value):
         ops = tuple(op for op in Opcode if UNIT_OF[op] is isa_unit and op not in served)
-        if not ops:
-            continue
-        built = [op for op in ops if op in SUPPORTED]
-        files = sorted({_core_file(op) for op in built})
-        out.append({"unit": f"`core` ({isa_unit.name.lower()})",
-                    "RTL class": "`rtl.core.Core`" if built else "(not built)",
-                    "file": ", ".join(f"`{f}`" for f in files), "kind": "all",
-                    "opcodes": ", ".join(f"`{op.name.lower()}`" for op in ops),
-                    "timing": ", ".join(f"`{k}` = {f}" for k, f in units.CORE.timing),
-                    "tests": "`verif/test_core*.py`"} | _software(ops))
+        built = tuple(op for op in ops if op in SUPPORTED)
+        unbuilt = tuple(op for op in ops if op not in SUPPORTED)
+        if built:
+            files = sorted({_core_file(op) for op in built})
+            out.append({"unit": f"`core` ({isa_unit.name.lower()})",
+                        "RTL class": "`rtl.core.Core`",
+                        "file": ", ".join(f"`{f}`" for f in files), "kind": "all",
+                        "opcodes": ", ".join(f"`{op.name.lower()}`" for op in built),
+                        "timing": ", ".join(f"`{k}` = {f}" for k, f in units.CORE.timing),
+                        "tests": "`verif/test_core*.py`"} | _software(built))
+        if unbuilt:          # the executor and the cycle model run them; the RTL does not yet
+            out.append({"unit": f"`core` ({isa_unit.name.lower()}, not built)",
+                        "RTL class": "(not built)", "file": "", "kind": "all",
+                        "opcodes": ", ".join(f"`{op.name.lower()}`" for op in unbuilt),
+                        "timing": "", "tests": "`tests/test_block.py`"} | _software(unbuilt))
     return out
 
 
