@@ -103,8 +103,9 @@ def check_context(config, shape, fmt, ctx):
             break
         need.append(f"`sram.{buf}_kib` at least {kib} (not {getattr(config.sram, buf + '_kib')})")
         cfg = cfg.replace(sram=dataclasses.replace(cfg.sram, **{f"{buf}_kib": kib}))
-    raise Infeasible(f"a {ctx}-token decode context must fit the scratchpads (one query row's "
-                     f"attention over the whole context; no online softmax): "
+    raise Infeasible(f"a {ctx}-token decode context must fit the scratchpads (a query row's "
+                     f"scores live whole in the out buffer, no online softmax; {blk.SLOTS} K or "
+                     f"V tiles of {tile} tokens are in flight in the weight buffer): "
                      + ", ".join(need))
 
 

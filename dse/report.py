@@ -442,7 +442,10 @@ def _infeasible_class(reason):
         return f"{m.group(1)} KV, which the {m.group(2)} array cannot multiply"
     m = re.match(r"a (\d+)-token decode context must fit the scratchpads", reason)
     if m:
-        return f"a {m.group(1)}-token context beyond the scratchpads' reach"
+        bufs = re.findall(r"`sram\.(\w+)_kib`", reason)
+        named = " and ".join([", ".join(bufs[:-1]), bufs[-1]] if len(bufs) > 1 else bufs)
+        return (f"a {m.group(1)}-token context whose attention overflows the {named} "
+                f"buffer{'s' if len(bufs) > 1 else ''}")
     return reason
 
 
