@@ -23,6 +23,7 @@ cannot multiply) is `infeasible`, with its reason. Workers return plain dicts an
 the store (`dse.driver` does).
 """
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 
 from bitlut.errors import UserError
 from dse import area as area_model
+from dse import keys
 
 STAGES = ("roofline", "sim")
 AREA_METRICS = ("area_mtr", "area_pe_mtr", "area_table_unit_mtr", "area_sram_mtr",
@@ -52,6 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _version = None
 _models = {}
 _blocks = {}
+_layer_memo = {}
+# the linear layers' SimPy figures per (config less its energy table, .q file, m): the workloads
+# of one file at several contexts and KV formats share them
+_layer_sims = {}
 # SimPy runs a worker keeps: points whose programs and timing agree (a bigger weight buffer
 # that tiles alike, a centroid width on a uniform workload's bit-serial array) share one run
 _sim_memo = {}
@@ -125,18 +131,32 @@ def _plans(layers, cfg):
     return {layer.name: plan_layer(layer, cfg) for layer in layers}
 
 
-def _estimates(layers, plans, cfg, m):
-    """(plan, tiling, estimate) of every layer at m tokens; equal plans are priced once."""
+def _estimates(layers, plans, cfg, m, checksum):
+    """(plan, tiling, estimate) of every layer at m tokens; equal plans are priced once, and a
+    process keeps them per (config less its energy table, `.q` file, m): the workloads of one
+    file at several contexts and KV formats share them."""
     from compiler import tiling
-    out, seen = [], {}
-    for layer in layers:
-        plan = plans[layer.name]
-        sig = _signature(plan)
-        if sig not in seen:
-            tile = tiling.choose(plan, cfg, m)
-            seen[sig] = (tile, tiling.estimate(plan, cfg, m, tile))
-        out.append((plan, *seen[sig]))
-    return out
+    key = (_config_key(cfg), checksum, m)
+    if key not in _layer_memo:
+        found, seen = [], {}
+        for layer in layers:
+            plan = plans[layer.name]
+            sig = _signature(plan)
+            if sig not in seen:
+                tile = tiling.choose(plan, cfg, m)
+                seen[sig] = (tile, tiling.estimate(plan, cfg, m, tile))
+            found.append(seen[sig])
+        _layer_memo[key] = found
+    return [(plans[layer.name], *te) for layer, te in zip(layers, _layer_memo[key],
+                                                           strict=True)]
+
+
+def _config_key(cfg):
+    """The config as the tiling and its estimate read it: less its energy table and names."""
+    d = dataclasses.asdict(cfg)
+    for k in ("name", "source", "energy"):
+        d.pop(k, None)
+    return keys.key(d)
 
 
 def _sram_pj(cfg, ests):
@@ -223,7 +243,7 @@ def _point(cfg, workload, stage, phase_fn):
     plans = _plans(layers, cfg)
     metrics = area_model.area(cfg)
     for phase, m in workload.tokens.items():
-        ests = _estimates(layers, plans, cfg, m)
+        ests = _estimates(layers, plans, cfg, m, workload.checksum)
         cycles, events, sram_pj = phase_fn(layers, ests, m)
         parts = {}
         if context is not None and m == 1:
@@ -252,22 +272,27 @@ def _roofline_phase(cfg):
     return phase
 
 
-def _sim_phase(cfg):
+def _sim_phase(cfg, checksum):
     from sim.driver import simulate_layer
 
     def phase(layers, ests, m):
-        cycles, events, seen = 0, {}, {}
-        for i, (layer, (plan, _, _)) in enumerate(zip(layers, ests, strict=True)):
-            # a timing-only run depends on the program's shape alone: layers of one shape
-            # (the uniform q, k, v, o of a block) are simulated once
-            sig = _program_signature(plan)
-            if sig not in seen:
-                seen[sig] = simulate_layer(layer, cfg, m, seed=i, check=False,
-                                           sample_above=SIM_SAMPLE_ABOVE, memo=_sim_memo)
-            r = seen[sig]
-            cycles += r["cycles"]
-            for k, v in r["events"].items():
-                events[k] = events.get(k, 0) + v
+        key = (_config_key(cfg), checksum, m)
+        if key not in _layer_sims:
+            cycles, events, seen = 0, {}, {}
+            for i, (layer, (plan, _, _)) in enumerate(zip(layers, ests, strict=True)):
+                # a timing-only run depends on the program's shape alone: layers of one shape
+                # (the uniform q, k, v, o of a block) are simulated once
+                sig = _program_signature(plan)
+                if sig not in seen:
+                    seen[sig] = simulate_layer(layer, cfg, m, seed=i, check=False,
+                                               sample_above=SIM_SAMPLE_ABOVE, memo=_sim_memo)
+                r = seen[sig]
+                cycles += r["cycles"]
+                for k, v in r["events"].items():
+                    events[k] = events.get(k, 0) + v
+            _layer_sims[key] = cycles, events
+        cycles, events = _layer_sims[key]
+        events = dict(events)
         # scratchpad bytes at the estimate's per-buffer mix of capacities
         sram = events.pop("sram_bytes", 0)
         mix = _sram_bytes(ests)
@@ -282,7 +307,7 @@ def roofline_point(cfg, workload):
 
 def sim_point(cfg, workload):
     """Metrics of one config on one workload by the SimPy cycle model (timing only)."""
-    return _point(cfg, workload, "sim", _sim_phase(cfg))
+    return _point(cfg, workload, "sim", _sim_phase(cfg, workload.checksum))
 
 
 POINT = {"roofline": roofline_point, "sim": sim_point}
