@@ -197,6 +197,18 @@ def test_decode_at_a_context_adds_the_kv_cache_to_time_energy_and_bytes(block):
     assert ctx["prefill_tok_s"] == plain["prefill_tok_s"]
 
 
+def test_the_sim_rung_runs_a_configs_contexts_in_one_task(tmp_path, qfiles):
+    # the workloads of one .q file share a config's linear layers: one task, one worker
+    s = sweep.load(write(tmp_path, SWEEP.format(q=qfiles[0])))
+    pts = [p for p in s.points("v1") if p.workload.kv != "int8"]
+    tasks = driver.sim_tasks(pts)
+    assert len(tasks) == len({p.coords for p in pts}) == 6
+    for task in tasks:
+        assert len({(wl.checksum, p.coords) for wl, ps in task for p in ps}) == 1
+        assert [wl.name for wl, _ in task] == [f"w-ctx{c}-{k}" for c in ("1k", "16k")
+                                               for k in ("fp16", "int4")]
+
+
 # -- the report -----------------------------------------------------------------------------
 def test_the_report_answers_per_context_and_counts_the_infeasible(tmp_path, qfiles):
     s = sweep.load(write(tmp_path, SWEEP.format(q=qfiles[0])))
@@ -216,8 +228,9 @@ def test_the_report_answers_per_context_and_counts_the_infeasible(tmp_path, qfil
     assert "- w at a 1k context: decode tok/s per Mtr: " in readme
     assert "- w at a 16k context: no point can run it" in readme
     assert ("- 20 points infeasible (table \"Points that cannot run a context or KV format\"): "
-            "16 a 16384-token context beyond the scratchpads' reach; 4 int8 KV, which the lut "
-            "array cannot multiply.") in readme
+            "10 a 16384-token context whose attention overflows the out, scale and act "
+            "buffers; 6 a 16384-token context whose attention overflows the out buffer; 4 int8 "
+            "KV, which the lut array cannot multiply.") in readme
     assert "Points that cannot run a context or KV format" in readme
     ctx_csv = (tmp_path / "rep" / "contexts.csv").read_text().splitlines()
     assert ctx_csv[0].startswith("weights,ctx,metric,winner,KV,")
