@@ -4,12 +4,15 @@
    each: a trivial Dask task costs milliseconds, a point about a hundred).
 2. The `sim` rung (SimPy) for each workload's Pareto front over the objectives, then the points
    within `ladder.epsilon` of it and the grid neighbours (one axis one step away) of the front's
-   points, one point per task, the workloads taking turns; the front is recomputed with the
+   points, the workloads taking turns, one config per task (its points on the workloads of
+   one `.q` file at several contexts and KV formats, which share its linear layers' SimPy
+   runs: `dse.evaluate` keeps them per process); the front is recomputed with the
    SimPy figures where they exist, and the rung repeats until a round leaves the front as it was
    (or promotes nothing new): the front stopped changing. `max_rounds` or `max_sim_points` (the
    total SimPy budget; null: none) end it earlier.
 
-Invalid points are stored with their reason and never evaluated; points that break a
+Invalid points are stored with their reason and never evaluated; infeasible ones (a context or
+KV format the point cannot run) are stored so by the roofline rung; points that break a
 constraint are evaluated but kept off the fronts. The driver is the store's only writer, so a
 sweep killed at any moment and run again evaluates only what the store lacks, and exactly one
 result per (point, rung) survives however often a task ran.
@@ -79,21 +82,27 @@ class Runner:
             cm.__exit__(None, None, None)
 
     def run(self, stage, tasks, by_key, label):
-        """Evaluate `tasks` [(workload, [point, ...])] at `stage`; returns how many results
-        were new in the store."""
+        """Evaluate `tasks` at `stage`, each a list of parts [(workload, [point, ...])] that one
+        worker evaluates in turn (the workloads of one `.q` file at several contexts share a
+        config's linear layers: `dse.evaluate` keeps them per process); returns how many
+        results were new in the store."""
         new = 0
         restarts = 0
-        total = sum(len(pts) for _, pts in tasks)
+        total = sum(len(pts) for task in tasks for _, pts in task)
         with progress(total, label, enabled=self.progress) as advance:
             pending = list(tasks)
             while pending:
                 done = self.store.done(stage)
-                pending = [(wl, [p for p in pts if p.key not in done]) for wl, pts in pending]
-                pending = [(wl, pts) for wl, pts in pending if pts]
+                pending = [[(wl, [p for p in pts if p.key not in done]) for wl, pts in task]
+                           for task in pending]
+                pending = [[(wl, pts) for wl, pts in task if pts] for task in pending]
+                pending = [task for task in pending if task]
                 if not pending:
                     break
-                futs = {self.ex.submit(self.fn, stage, wl, [(p.key, p.config) for p in pts]): i
-                        for i, (wl, pts) in enumerate(pending)}
+                futs = {self.ex.submit(run_parts, self.fn, stage,
+                                       [(wl, [(p.key, p.config) for p in pts])
+                                        for wl, pts in task]): i
+                        for i, task in enumerate(pending)}
                 try:
                     for f in as_completed(futs):
                         results = f.result()
@@ -107,6 +116,21 @@ class Runner:
                     self._close()
                     self._open()
         return new
+
+
+def run_parts(fn, stage, parts):
+    """`fn(stage, workload, items)` for each part [(workload, items)] in turn, in one worker:
+    the results of all."""
+    return [r for wl, items in parts for r in fn(stage, wl, items)]
+
+
+def sim_tasks(points):
+    """The sim rung's tasks: the points of one `.q` file and grid point (one config at several
+    contexts and KV formats) together, in the order of their first point."""
+    groups = {}
+    for p in points:
+        groups.setdefault((p.workload.checksum, p.coords), []).append(p)
+    return [[(p.workload, [p]) for p in pts] for pts in groups.values()]
 
 
 def merged(store, points):
@@ -222,7 +246,7 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
     tasks = []
     for wl in sweep.workloads:
         pts = [p for p in valid if p.workload.name == wl.name]
-        tasks += [(wl, pts[i:i + batch]) for i in range(0, len(pts), batch)]
+        tasks += [[(wl, pts[i:i + batch])] for i in range(0, len(pts), batch)]
     summary = {"points": len(points), "unique": len(uniq), "invalid": len(invalid)}
     with Runner(store, executor, workers, scheduler, fn, show_progress) as runner:
         summary["roofline_new"] = runner.run("roofline", tasks, by_key, "roofline")
@@ -252,8 +276,7 @@ def run(sweep, store, executor="process", workers=None, scheduler=None, fn=None,
                     todo = todo[:left]
                 rounds += 1
                 log(f"sim round {rounds}: {len(todo)} points")
-                sim_new += runner.run("sim", [(p.workload, [p]) for p in todo], by_key,
-                                      f"sim round {rounds}")
+                sim_new += runner.run("sim", sim_tasks(todo), by_key, f"sim round {rounds}")
         summary.update(sim_new=sim_new, sim_rounds=rounds, converged=converged)
     summary["seconds"] = time.perf_counter() - t0
     store.set_manifest("last_run", dict(summary))      # the report's "Last run" line

@@ -27,7 +27,7 @@ def fake_point(cfg, workload, stage):
         tok_s = min(tok_s, cfg.dram.gbps * 4 * m) / workload.blocks
         metrics.update({f"{phase}_{k}": v for k, v in zip(PHASE_METRICS, (
             tok_s, 1 / (tok_s * 7 + lanes), 1e9 / tok_s, 1e6 / tok_s, 1 / tok_s, 1e-3 * lanes,
-            tok_s / metrics["area_mtr"], tok_s * 7 + lanes), strict=True)})
+            tok_s / metrics["area_mtr"], tok_s * 7 + lanes, 0.0, 0.0, 0.0), strict=True)})
         metrics[f"{phase}_bound"] = "matmul"
     return metrics
 
@@ -70,4 +70,25 @@ def write_tiny_q(path, bits=2, seed=0):
               uniform_layer(rng, 256, 128, bits, 64, name="down")]
     quant.save(path, QModel(model="tiny", quantizer={"name": "random", "settings": {}},
                             layers={q.name: q for q in layers}))
+    return path
+
+
+def write_tiny_block_q(path, bits=4, head_dim=128, seed=0):
+    """A one-block `.q` file that records the model's shape, for workloads with a decode
+    context that must run in seconds: hidden 256, intermediate 512, 4 heads of `head_dim` in 2
+    KV heads (GQA), random uniform `bits`-bit layers (group 64), unit norms."""
+    import numpy as np
+
+    import quant
+    from quant.layer import QModel
+    from quant.model_shape import FINAL_NORM, NORM_ROLES, ModelShape
+    from quant.random_layer import uniform_layer
+    shape = ModelShape(hidden=256, intermediate=512, heads=4, kv_heads=2, head_dim=head_dim,
+                       rope_theta=10000.0, norm_eps=1e-6, vocab=512, blocks=2)
+    rng = np.random.default_rng(seed)
+    layers = [uniform_layer(rng, n, k, bits, 64, name=role)
+              for role, (n, k) in shape.layer_shapes.items()]
+    norms = {name: np.ones(shape.hidden, np.float32) for name in (*NORM_ROLES, FINAL_NORM)}
+    quant.save(path, QModel(model="tiny-block", quantizer={"name": "random", "settings": {}},
+                            layers={q.name: q for q in layers}, shape=shape, norms=norms))
     return path

@@ -5,7 +5,10 @@ are byte-identical: rows come in key order, PNGs carry no timestamps or versions
 Per workload (a `.q` file: a weight format): the Pareto fronts of decode tokens/s vs area,
 prefill tokens/s vs area and energy per token vs tokens/s; the front on the roofline; each
 axis' sensitivity; which PE kind wins on tokens/s per area and per joule; the SimPy/roofline
-ratio of the promoted points; the top points with why they win; a GPU row beside them.
+ratio of the promoted points; the top points with why they win; a GPU row beside them. For
+workloads with a decode context (`ctx`, `kv`): per weight format and context, which PE kind wins
+decode tokens/s per area and per joule, at which KV format, and the KV cache's share of the
+DRAM bytes; and how many points could not run a context or KV format, and why.
 """
 
 import base64
@@ -14,6 +17,7 @@ import functools
 import html
 import io
 import math
+import re
 from pathlib import Path
 
 from bitlut.fileio import atomic_write
@@ -30,6 +34,8 @@ FIGURES = (("front_decode", "decode tokens/s vs area"),
 KIND_COLORS = {"lut": "tab:blue", "bitserial": "tab:orange", "mac": "tab:green"}
 WIN_METRICS = (("decode_tok_s_per_mtr", "max"), ("prefill_tok_s_per_mtr", "max"),
                ("decode_tok_per_j", "max"), ("prefill_tok_per_j", "max"))
+CONTEXT_METRICS = ("decode_tok_s_per_mtr", "decode_tok_per_j")
+SUBPLOTS_PER_ROW = 6
 
 
 def fmt(v):
@@ -118,8 +124,12 @@ def _scatter(data, x, y, sx, sy, xlabel, ylabel, logx=False, logy=False):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     wls = data.sweep.workloads
-    fig, axes = plt.subplots(1, len(wls), figsize=(4.2 * len(wls), 3.6), squeeze=False)
-    for ax, wl in zip(axes[0], wls, strict=True):
+    ncols = min(len(wls), SUBPLOTS_PER_ROW)
+    nrows = -(-len(wls) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(wls):]:
+        ax.set_axis_off()
+    for ax, wl in zip(axes.flat, wls, strict=False):
         pts = data.ok(wl.name)
         for kind, color in KIND_COLORS.items():
             sel = [p for p in pts if kind_of(p) == kind]
@@ -139,7 +149,8 @@ def _scatter(data, x, y, sx, sy, xlabel, ylabel, logx=False, logy=False):
         if logy:
             ax.set_yscale("log")
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:      # a workload no point can run has none
+            ax.legend(fontsize=6)
     fig.tight_layout()
     return _png(fig)
 
@@ -356,6 +367,102 @@ def _winners(data):
     return rows
 
 
+def _contexts(sweep):
+    """{(weights, ctx): [workload, ...]} of the workloads with a decode context, in file
+    order (one per KV format)."""
+    out = {}
+    for wl in sweep.workloads:
+        if wl.ctx is not None:
+            out.setdefault((wl.base, wl.ctx), []).append(wl)
+    return out
+
+
+def _context_winners(data):
+    """Per weight format, context and metric (`CONTEXT_METRICS`): the best point of each PE
+    kind over every KV format; rows [weights, ctx, metric, winner, its KV, value, runner-up,
+    its KV, margin, the winner's KV share of DRAM bytes and attention share of cycles, point]."""
+    rows = []
+    for (base, ctx), wls in _contexts(data.sweep).items():
+        pts = [p for wl in wls for p in data.ok(wl.name)]
+        for metric in CONTEXT_METRICS:
+            best = {}
+            for p in pts:
+                k = kind_of(p)
+                if k not in best or data.metrics(p)[metric] > data.metrics(best[k])[metric]:
+                    best[k] = p
+            if not best:            # every point infeasible (or off the constraints)
+                rows.append([base, ctx, metric, "", "", None, "", "", None, None, None, ""])
+                continue
+            order = sorted(best, key=lambda k: (-data.metrics(best[k])[metric], k))
+            win = best[order[0]]
+            run = best[order[1]] if len(order) > 1 else None
+            met = data.metrics(win)
+            rows.append([base, ctx, metric, order[0], win.workload.kv, met[metric],
+                         order[1] if run else "", run.workload.kv if run else "",
+                         met[metric] / data.metrics(run)[metric] if run else None,
+                         met["decode_kv_share"], met["decode_attn_share"], win.label])
+    return rows
+
+
+def context_answer(rows):
+    """One sentence per weight format and context: who wins decode tokens/s per area and per
+    joule, at which KV format, and the KV cache's share of the winner's DRAM bytes."""
+    from dse.sweep import ctx_label
+    words = {"decode_tok_s_per_mtr": "decode tok/s per Mtr", "decode_tok_per_j": "tok per J"}
+    out = []
+    for (base, ctx) in dict.fromkeys((r[0], r[1]) for r in rows):
+        said = []
+        for r in (r for r in rows if (r[0], r[1]) == (base, ctx)):
+            if not r[3]:
+                said = ["no point can run it (infeasible or off the constraints)"]
+                break
+            over = f", {r[8]:.2f}x over {r[6]} at {r[7]}" if r[6] else ""
+            said.append(f"{words[r[2]]}: {r[3]} at {r[4]} KV ({r[9]:.0%} of its bytes are the "
+                        f"KV cache{over})")
+        out.append(f"{base} at a {ctx_label(ctx)} context: " + "; ".join(said) + ".")
+    return out
+
+
+def _infeasible_rows(data):
+    """[workload, ctx, kv, reason, points] of the points that cannot run a workload's context
+    or KV format."""
+    count = {}
+    for p in data.points:
+        st = data.table.get(p.key)
+        if st and st[1] == "infeasible":
+            k = (p.workload.name, p.workload.ctx, p.workload.kv, st[2].get("reason", ""))
+            count[k] = count.get(k, 0) + 1
+    return [[*k, v] for k, v in sorted(count.items(), key=lambda kv: (kv[0][0], kv[0][3]))]
+
+
+def _infeasible_class(reason):
+    """A reason in a few words, for the summary line (the table has it whole)."""
+    m = re.match(r"KV format (\w+) must be a format the (\w+) array", reason)
+    if m:
+        return f"{m.group(1)} KV, which the {m.group(2)} array cannot multiply"
+    m = re.match(r"a (\d+)-token decode context must fit the scratchpads", reason)
+    if m:
+        bufs = re.findall(r"`sram\.(\w+)_kib`", reason)
+        named = " and ".join([", ".join(bufs[:-1]), bufs[-1]] if len(bufs) > 1 else bufs)
+        return (f"a {m.group(1)}-token context whose attention overflows the {named} "
+                f"buffer{'s' if len(bufs) > 1 else ''}")
+    return reason
+
+
+def infeasible_answer(rows):
+    """One line: how many points were infeasible, by reason (most first)."""
+    if not rows:
+        return []
+    by_class = {}
+    for *_, reason, n in rows:
+        c = _infeasible_class(reason)
+        by_class[c] = by_class.get(c, 0) + n
+    total = sum(by_class.values())
+    parts = [f"{n} {c}" for c, n in sorted(by_class.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return [f"{total} points infeasible (table \"Points that cannot run a context or KV "
+            "format\"): " + "; ".join(parts) + "."]
+
+
 def answer(winner_rows):
     """One sentence per metric: which PE kind wins it on which workloads, with the margins."""
     out = []
@@ -390,15 +497,19 @@ def _gpu_rows(data):
     gpus = roofline.load_gpus()
     cal = _h100_calibration()
     rows = []
+    # the GPU model prices the linear layers: one row set per weight format, not per context
+    firsts = {}
     for wl in data.sweep.workloads:
+        firsts.setdefault(wl.base or wl.name, wl)
+    for wl in firsts.values():
         shapes = [tuple(lm["shape"]) for lm in read_meta(wl.path)["layers"]]
         for name, g in sorted(gpus.items()):
-            rows.append([wl.name, f"{name} fp16 (default terms)",
+            rows.append([wl.base or wl.name, f"{name} fp16 (default terms)",
                          *(m / (wl.blocks * sum(g.layer_seconds(m, n, k, 2 * n * k)
                                                 for n, k in shapes))
                            for m in wl.tokens.values())])
         for dtype in ("fp16", "int4wo"):
-            rows.append([wl.name, f"h100_sxm {dtype} (calibrated)",
+            rows.append([wl.base or wl.name, f"h100_sxm {dtype} (calibrated)",
                          *(m / (wl.blocks * gpu_model.block_seconds(
                              gpus["h100_sxm"], cal["params"], cal["m_tile"], dtype, m, shapes))
                            for m in wl.tokens.values())])
@@ -432,6 +543,22 @@ def tables(data):
                            "Per workload (weight format) and metric, the best point of each "
                            "PE kind; margin = winner / best of the runner-up kind. Activations "
                            "are A8 in every config (arch.config.ACT_BITS has no other width).")
+    out["contexts"] = Table(
+        "Which PE kind wins per context", ["weights", "ctx", "metric", "winner", "KV",
+                                           "value", "runner-up", "its KV", "margin",
+                                           "KV share of bytes", "attention share of cycles",
+                                           "winning point"],
+        _context_winners(data),
+        "Decode as the whole block after ctx cached tokens (dse/attention.py): per weight format "
+        "and context, the best point of each PE kind over every KV format it can serve; "
+        "margin = winner / best of the runner-up kind. Prefill is the linear layers alone.")
+    out["infeasible"] = Table(
+        "Points that cannot run a context or KV format", ["workload", "ctx", "kv", "reason",
+                                                          "points"],
+        _infeasible_rows(data),
+        "A context whose attention does not fit the scratchpads (one query row's scores live "
+        "whole in the out buffer: no online softmax), or a KV format the PE array cannot "
+        "multiply; stored as infeasible, never evaluated further.")
     front_rows = []
     for wl in sw.workloads:
         pts, front, _ = data.fronts[wl.name]
@@ -472,7 +599,8 @@ def tables(data):
                              "ratio is at least 1.")
     gpu_rows, cal = _gpu_rows(data)
     out["gpu"] = Table("GPU row", ["workload", "gpu", *(f"{ph} tok/s" for ph in sw.phases)],
-                       gpu_rows, "Tokens/s of the whole model: arch/gpus.yaml's default "
+                       gpu_rows, "Tokens/s of the whole model's linear layers (no attention, "
+                       "no KV cache), per weight format: arch/gpus.yaml's default "
                        "efficiency terms, and the H100 model fitted to measured layer times "
                        "(dse/gpu.py), whose int4 weight-only row charges the kernel's "
                        "dequantization.")
@@ -488,10 +616,11 @@ def tables(data):
     inv = {}
     for p in data.points:
         st = data.table.get(p.key)
-        if st and st[1] in ("invalid", "failed"):
+        if st and st[1] in ("invalid", "infeasible", "failed"):
             reason = st[2].get("reason", "")
             inv[(st[1], reason)] = inv.get((st[1], reason), 0) + 1
-    out["invalid"] = Table("Invalid and failed points", ["status", "reason", "points"],
+    out["invalid"] = Table("Invalid, infeasible and failed points", ["status", "reason",
+                                                                      "points"],
                            [[*k, v] for k, v in sorted(inv.items())])
     from dse import synth
     fits, fresh = synth.fit()
@@ -581,7 +710,8 @@ def render(sweep, store, out):
         files.append(atomic_write(out / f"{name}.png", png))
     csvs = {"points": _point_rows(data), "front": t["front"], "fronts": t["fronts"],
             "sensitivity": t["sensitivity"], "top": t["top"], "winners": t["winners"],
-            "sim_ratio": t["sim_ratio"]}
+            "sim_ratio": t["sim_ratio"], "contexts": t["contexts"],
+            "infeasible": t["infeasible"]}
     for name, table in csvs.items():
         files.append(atomic_write(out / f"{name}.csv", table.csv()))
     run = data.manifest.get("last_run", {})
@@ -592,17 +722,27 @@ def render(sweep, store, out):
                                                sweep.constraints) if sweep.constraints else "")
              + f". Last run: {run.get('seconds', 0):.0f} s, {run.get('sim_rounds', 0)} SimPy "
              f"rounds, front {'converged' if run.get('converged') else 'not converged'}. "
-             "Per block: `<phase>_cycles`, `_block_s`, `_block_j` (the .q file's layers once). "
-             "Per model (x blocks): `<phase>_tok_s`, `_j_per_tok`, `_bytes_per_tok`. Area in "
-             "millions of transistor-equivalents (Mtr).")
-    order = ["counts", "top", "winners", "front", "fronts", "sensitivity", "sim_ratio", "gpu",
-             "gpu_fit", "area", "fpga_area", "parity", "invalid"]
-    said = answer(t["winners"].rows)
-    md = [f"# DSE report: {sweep.name}", "", intro, "", "**Which PE kind wins** (best point "
-          "of each kind per workload):", "", *(f"- {line}" for line in said), ""]
-    body = [f"<h1>DSE report: {html.escape(sweep.name)}</h1><p>{html.escape(intro)}</p>",
-            "<p><b>Which PE kind wins</b> (best point of each kind per workload):</p><ul>"
-            + "".join(f"<li>{html.escape(line)}</li>" for line in said) + "</ul>"]
+             "Per block: `<phase>_cycles`, `_block_s`, `_block_j` (the .q file's layers once"
+             + ("; a workload named `-ctx<N>-<kv>` decodes as the whole block, attention and "
+                "KV cache included, after N cached tokens" if _contexts(sweep) else "")
+             + "). Per model (x blocks): `<phase>_tok_s`, `_j_per_tok`, `_bytes_per_tok`. Area "
+             "in millions of transistor-equivalents (Mtr).")
+    order = ["counts", "top", "contexts", "winners", "front", "fronts", "sensitivity",
+             "sim_ratio", "gpu", "gpu_fit", "area", "fpga_area", "parity", "infeasible",
+             "invalid"]
+    sections = [("Which PE kind wins per context", "best point of each kind over the KV "
+                 "formats, per weight format and decode context",
+                 context_answer(t["contexts"].rows) + infeasible_answer(t["infeasible"].rows)),
+                ("Which PE kind wins", "best point of each kind per workload",
+                 answer(t["winners"].rows))]
+    md = [f"# DSE report: {sweep.name}", "", intro, ""]
+    body = [f"<h1>DSE report: {html.escape(sweep.name)}</h1><p>{html.escape(intro)}</p>"]
+    for title, what, said in sections:
+        if not said:
+            continue
+        md += [f"**{title}** ({what}):", "", *(f"- {line}" for line in said), ""]
+        body.append(f"<p><b>{html.escape(title)}</b> ({html.escape(what)}):</p><ul>"
+                    + "".join(f"<li>{html.escape(line)}</li>" for line in said) + "</ul>")
     for fid, caption in FIGURES:
         if fid in figs:
             md += [f"![{caption}]({fid}.png)", ""]

@@ -3,7 +3,8 @@
     name: llama7b-block             # names the store (build/dse/<name>/) and report folders
     base: lut                       # an arch config (path, or a shipped name)
     workloads:                      # every point runs every workload
-      - {name: claq, model: llama7b.q, tokens: {decode: 1, prefill: 2048}, blocks: 32}
+      - {name: claq, model: llama7b.q, tokens: {decode: 1, prefill: 2048}, blocks: 32,
+         ctx: [1024, 4096], kv: [fp16, int4]}     # optional: decode as the whole block
     axes:                           # the full product of these...
       pe.cols: [32, 64, 128]
       dram.gbps: [25.6, 51.2]
@@ -21,6 +22,13 @@ workload, found later) is not an error but an invalid point kept with its one-li
 A workload's `tokens` are per phase; `blocks` is how many copies of the `.q` file's layers make
 the whole model (LLaMA-7B: one decoder block x 32), so per-block figures are the file's layers
 and per-model figures multiply by `blocks` (see `dse.evaluate`).
+
+`ctx` (decode context, tokens: one or a list) and `kv` (KV-cache format, `arch.kv.KV_FORMATS`:
+one or a list; fp16 when left out) make the one-token phase the whole decoder block after `ctx`
+cached tokens, attention and KV cache included (`dse.attention`); a workload with lists is one
+workload per (ctx, kv), named `<name>-ctx<1k|4k|...>-<kv>`, each with its own front. They are
+workload keys, not axes: a context is what runs, not a design choice, and fronts that mixed
+contexts would only rank the shortest.
 """
 
 import dataclasses
@@ -31,12 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arch import config as arch_config
+from arch.kv import KV_FORMATS
 from bitlut.errors import UserError
 from dse import keys
 
 TOP_KEYS = ("name", "base", "workloads", "axes", "zip", "exclude", "objectives",
             "constraints", "ladder")
-WORKLOAD_KEYS = ("name", "model", "tokens", "blocks")
+WORKLOAD_KEYS = ("name", "model", "tokens", "blocks", "ctx", "kv")
+CTX_MAX = 1 << 20               # tokens: far beyond any scratchpad's reach (`dse.attention`)
 LADDER_DEFAULTS = {"epsilon": 0.10, "max_sim_points": 40, "max_rounds": 4, "batch": 16,
                    "sim": True}
 CONSTRAINT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
@@ -72,11 +82,18 @@ class Workload:
     tokens: dict              # phase -> token count M
     blocks: int
     checksum: str             # the .q file's recorded checksum
+    ctx: int | None = None    # decode context (tokens cached before the decoded one)
+    kv: str | None = None     # KV-cache format (with ctx)
+    base: str = ""            # the name as the sweep file gives it (before the ctx/kv suffix)
 
     @property
     def identity(self):
-        """What the key hashes: the content, the token counts and the block count."""
-        return {"checksum": self.checksum, "tokens": self.tokens, "blocks": self.blocks}
+        """What the key hashes: the content, the token counts, the block count and, for a
+        whole-block workload, the context and KV format."""
+        ident = {"checksum": self.checksum, "tokens": self.tokens, "blocks": self.blocks}
+        if self.ctx is not None:
+            ident.update(ctx=self.ctx, kv=self.kv)
+        return ident
 
 
 @dataclass(frozen=True)
@@ -235,7 +252,8 @@ def _workload(src, i, raw, here):
         raise UserError(f"{src}: `{where}.model` must be an existing .q file, not {model!r} "
                         "(`make dse` builds the shipped sweep's files)")
     from quant.qformat import read_meta
-    checksum = read_meta(path)["checksum"]
+    meta = read_meta(path)
+    checksum = meta["checksum"]
     tokens = _mapping(src, f"{where}.tokens", raw.get("tokens"))
     if not tokens:
         _fail(src, f"{where}.tokens", "a non-empty mapping of phase: tokens", tokens)
@@ -250,7 +268,50 @@ def _workload(src, i, raw, here):
     name = raw.get("name", Path(model).stem)
     if not isinstance(name, str) or not NAME.match(name):
         _fail(src, f"{where}.name", "a name of letters, digits, _ . -", name)
-    return Workload(name, model, path, dict(tokens), blocks, checksum)
+    plain = Workload(name, model, path, dict(tokens), blocks, checksum, base=name)
+    if "ctx" not in raw:
+        if "kv" in raw:
+            _fail(src, f"{where}.kv", "given with `ctx` (the decode context that reads the "
+                  "cache)", raw["kv"])
+        return [plain]
+    ctxs = _one_or_list(src, f"{where}.ctx", raw["ctx"], _ctx)
+    kvs = _one_or_list(src, f"{where}.kv", raw.get("kv", "fp16"), _kv)
+    if 1 not in tokens.values():
+        _fail(src, f"{where}.ctx", "set for a workload with a one-token (decode) phase",
+              raw["ctx"])
+    if "model_shape" not in meta:
+        _fail(src, f"{where}.ctx", f"set for a .q file that records the model's shape (heads, "
+              f"KV heads, head dim; {model} predates it: re-quantize it)", raw["ctx"])
+    return [dataclasses.replace(plain, name=f"{name}-ctx{ctx_label(c)}-{kv}", ctx=c, kv=kv)
+            for c in ctxs for kv in kvs]
+
+
+def ctx_label(ctx):
+    """`1k` for 1024 tokens, `16k` for 16384, the number otherwise."""
+    return f"{ctx // 1024}k" if ctx % 1024 == 0 else str(ctx)
+
+
+def _one_or_list(src, where, value, check):
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        _fail(src, where, "a value or a non-empty list", value)
+    out = [check(src, f"{where}[{i}]" if isinstance(value, list) else where, v)
+           for i, v in enumerate(values)]
+    if len(set(out)) != len(out):
+        _fail(src, where, "a list without repeats", value)
+    return out
+
+
+def _ctx(src, where, value):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CTX_MAX:
+        _fail(src, where, f"a context length in tokens from 1 to {CTX_MAX}", value)
+    return value
+
+
+def _kv(src, where, value):
+    if not isinstance(value, str) or value not in KV_FORMATS:
+        _fail(src, where, f"a KV format ({', '.join(KV_FORMATS)})", value)
+    return value
 
 
 def _dims(src, raw):
@@ -380,8 +441,8 @@ def load(path):
         _fail(src, "base", "an arch config path or shipped name", base)
     arch_config.load(base)                          # validates the base itself
     base_raw = arch_config.read_yaml(arch_config.resolve(base), base, "config file")
-    workloads = tuple(_workload(src, i, w, p.parent)
-                      for i, w in enumerate(_list(src, "workloads", raw.get("workloads"))))
+    workloads = tuple(wl for i, w in enumerate(_list(src, "workloads", raw.get("workloads")))
+                      for wl in _workload(src, i, w, p.parent))
     phases = list(workloads[0].tokens)
     for i, wl in enumerate(workloads):
         if list(wl.tokens) != phases:
