@@ -166,7 +166,7 @@ class AttentionLayout:
         return self.sums(self.hd // self.k_group + 2)
 
 
-def _attention_fits(config, shape, fmt, rows, ncols, tile):
+def attention_fits(config, shape, fmt, rows, ncols, tile):
     """None if `rows` query rows over `ncols` tokens fit every scratchpad, else the first
     buffer that is too small."""
     hd = shape.head_dim
@@ -208,7 +208,7 @@ def attention_rows(config, shape, fmt, ncols, tile):
     g = shape.heads // shape.kv_heads
     best = 0
     r = g
-    while r <= MAX_ROWS and _attention_fits(config, shape, fmt, r, ncols, tile) is None:
+    while r <= MAX_ROWS and attention_fits(config, shape, fmt, r, ncols, tile) is None:
         best = r
         r += g
     return best
@@ -243,10 +243,14 @@ def check_block(shape, config, tokens, past, kv_fmt, where="--ctx"):
                             f"{config.queues.token_depth}")
     reach = ctx_capacity(config, shape, kv_fmt)
     if past + tokens > reach:
+        tile = attention_tile(config)
+        ncols = -(-(past + tokens) // tile) * tile
+        buf = attention_fits(config, shape, kv_fmt, shape.heads // shape.kv_heads, ncols, tile)
         raise LoweringError(f"{where}: a context of {past + tokens} tokens must be at most "
-                            f"{reach}, the reach of {config.source}'s scratchpads (one query "
-                            f"row's scores live whole in the {config.sram.out_kib} KiB out "
-                            f"buffer; longer contexts need an online softmax, not built)")
+                            f"{reach}, the reach of {config.source}'s scratchpads (its {buf} "
+                            f"buffer, {config.sram.bytes(buf) // 1024} KiB, cannot hold one "
+                            f"query row's attention over it: the scores live whole on chip; "
+                            f"longer contexts need an online softmax, not built)")
 
 
 def lower_block(shape, layers, norms, config, tokens, past, kv_fmt, image=True, tile=None,

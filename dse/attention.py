@@ -96,7 +96,7 @@ def check_context(config, shape, fmt, ctx):
     if blk.attention_rows(config, shape, fmt, ncols, tile):
         return
     need, cfg = [], config
-    while (buf := blk._attention_fits(cfg, shape, fmt, g, ncols, tile)) is not None:
+    while (buf := blk.attention_fits(cfg, shape, fmt, g, ncols, tile)) is not None:
         kib = _smallest_kib(cfg, shape, fmt, g, ncols, tile, buf)
         if kib is None:
             need.append(f"`sram.{buf}_kib` more than {SRAM_MAX_KIB}")
@@ -115,7 +115,7 @@ def _smallest_kib(config, shape, fmt, rows, ncols, tile, buf):
 
     def fits(kib):
         cfg = config.replace(sram=dataclasses.replace(config.sram, **{f"{buf}_kib": kib}))
-        return blk._attention_fits(cfg, shape, fmt, rows, ncols, tile) != buf
+        return blk.attention_fits(cfg, shape, fmt, rows, ncols, tile) != buf
     if not fits(hi):
         return None
     while lo < hi:
