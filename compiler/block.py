@@ -482,10 +482,12 @@ class _BlockEmitter:
         half = self.cfg.sram.bytes("out") // 2
         w_cap = self.cfg.sram.bytes("scale") // 4 // OUT.itemsize    # norm weights of a chunk
         act_cap = self.cfg.sram.bytes("act") // 2                     # int8 codes of a chunk
+        # a row's statistics in the other half of the scale buffer: lane sums, amax, scale
+        row_cap = self.cfg.sram.bytes("scale") // 2 // ((self.lanes + 2) * OUT.itemsize) - 1
         if n * OUT.itemsize <= half and n <= w_cap and n <= act_cap:
-            rc = min(self.M, MAX_ROWS, half // (n * OUT.itemsize), act_cap // n)
-            return rc, n, True
-        rc = min(self.M, 8)
+            rc = min(self.M, MAX_ROWS, half // (n * OUT.itemsize), act_cap // n, row_cap)
+            return max(1, rc), n, True
+        rc = max(1, min(self.M, 8, row_cap))
         cc = min(n, w_cap, half // 2 // (rc * OUT.itemsize), act_cap // rc)
         cc = cc // self.lanes * self.lanes
         if cc < self.lanes:
