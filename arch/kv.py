@@ -18,10 +18,9 @@ import numpy as np
 
 from arch import packing
 from arch.image import PARAM
+from arch.nonlinear import KV_FORMATS  # noqa: F401  (by name: code bits, None for fp16)
 from bitlut.errors import UserError
 
-#: KV formats by name: code bits, or None for fp16.
-KV_FORMATS = {"fp16": None, "int8": 8, "int4": 4, "int2": 2}
 #: K's default scale group (columns of a head); V's group is always the whole head.
 DEFAULT_GROUP = 128
 
